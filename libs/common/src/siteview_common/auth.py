@@ -1,0 +1,138 @@
+"""Clerk session-token verification: RS256 only, networkless PEM or JWKS by `kid`.
+
+Tokens are verified at request time (they live 60 s) and never travel through Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import jwt
+from jwt import PyJWKClient
+from jwt.algorithms import RSAAlgorithm
+
+from siteview_common.settings import ClerkAuthSettings
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ["RS256"]
+
+
+class InvalidTokenError(Exception):
+    """The token is missing, malformed, forged, expired or not meant for us."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClerkClaims:
+    user_id: str
+    session_id: str | None
+    claims: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    issuer: str | None = None
+    authorized_parties: tuple[str, ...] = ()
+    audience: str | None = None
+    leeway: float = 5.0
+
+
+class ClerkTokenVerifier:
+    """Verifies `Authorization: Bearer` session tokens the way Clerk's SDKs do."""
+
+    def __init__(
+        self,
+        policy: TokenPolicy,
+        public_key: str | None = None,
+        jwks_url: str | None = None,
+    ) -> None:
+        if not public_key and not jwks_url:
+            raise ValueError("a public key or a JWKS URL is required")
+        self._policy = policy
+        self._key = jwt.PyJWK.from_dict(_pem_to_jwk(public_key)) if public_key else None
+        # PyJWKClient caches the key set and refetches once on an unknown `kid` (rotation).
+        self._jwks = (
+            PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ClerkAuthSettings) -> ClerkTokenVerifier:
+        return cls(
+            TokenPolicy(
+                issuer=settings.clerk_issuer,
+                authorized_parties=settings.clerk_authorized_parties,
+                audience=settings.clerk_audience,
+                leeway=settings.clerk_leeway_seconds,
+            ),
+            public_key=settings.jwt_public_key,
+            jwks_url=settings.clerk_jwks_url,
+        )
+
+    async def verify(self, token: str) -> ClerkClaims:
+        """The token's claims, or `InvalidTokenError`. JWKS fetches run off the event loop."""
+        if self._key is not None:
+            return self._decode(token, self._key)
+        return await anyio.to_thread.run_sync(self._verify_with_jwks, token)
+
+    def _verify_with_jwks(self, token: str) -> ClerkClaims:
+        assert self._jwks is not None
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError as exc:
+            log.warning("JWKS fetch failed: %s", exc)
+            raise InvalidTokenError("signing keys unavailable") from exc
+        except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
+            raise InvalidTokenError("unknown signing key") from exc
+        return self._decode(token, key)
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> ClerkClaims:
+        policy = self._policy
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                issuer=policy.issuer,
+                audience=policy.audience,
+                leeway=policy.leeway,
+                options={
+                    "require": ["sub", "exp", "iat"],
+                    "verify_aud": policy.audience is not None,
+                    "verify_iss": policy.issuer is not None,
+                },
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidTokenError(str(exc)) from exc
+        if policy.authorized_parties and claims.get("azp") not in policy.authorized_parties:
+            raise InvalidTokenError("azp is not an authorized party")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise InvalidTokenError("sub is missing")
+        if claims.get("act"):
+            log.info("impersonated session", extra={"sub": sub, "actor": claims["act"]})
+        sid = claims.get("sid")
+        return ClerkClaims(
+            user_id=sub, session_id=sid if isinstance(sid, str) else None, claims=claims
+        )
+
+
+def _pem_to_jwk(pem: str) -> dict[str, Any]:
+    """A JWK dict for an RSA public key in PEM, so the PEM and JWKS paths share one decoder."""
+    public_key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(public_key))
+    jwk["alg"] = "RS256"
+    return jwk
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or `InvalidTokenError`."""
+    if not authorization:
+        raise InvalidTokenError("missing Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidTokenError("expected a Bearer token")
+    return token.strip()

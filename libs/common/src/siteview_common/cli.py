@@ -1,0 +1,42 @@
+"""The command line every consuming service shares: `siteview-<service> api|worker`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import FastAPI
+
+from siteview_common.runtime import WorkerSettings
+from siteview_common.serve import serve
+from siteview_common.settings import load_settings
+
+S = TypeVar("S", bound=WorkerSettings)
+
+#: Worker processes serve health and metrics on the API's port + 100 unless PORT is set.
+WORKER_PORT_OFFSET = 100
+
+API_REQUIRED = ("mongo_url", "jwt_public_key")
+WORKER_REQUIRED = ("mongo_url", "kafka_servers")
+
+
+def run_service(
+    service: str,
+    settings_class: type[S],
+    *,
+    api: Callable[[S], FastAPI],
+    worker: Callable[[S], FastAPI],
+    api_required: tuple[str, ...] = API_REQUIRED,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"siteview-{service}")
+    parser.add_argument("process", choices=["api", "worker"], help="which process type to run")
+    process = parser.parse_args().process
+    if process == "api":
+        settings = load_settings(settings_class, *api_required)
+        serve(api(settings), settings, f"{service}-api")
+    else:
+        settings = load_settings(settings_class, *WORKER_REQUIRED)
+        if "port" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"port": settings.port + WORKER_PORT_OFFSET})
+        serve(worker(settings), settings, f"{service}-worker")

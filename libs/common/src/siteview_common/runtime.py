@@ -1,0 +1,161 @@
+"""Composition helpers: each process's root builds its clients here, inside the running loop.
+
+`worker_app` and `api_app` return FastAPI apps whose lifespan opens MongoDB (refusing the dev
+stand-in outside development) and, for workers, the Kafka broker with its batch subscribers.
+Both serve `/healthz`, `/readyz` and `/metrics`; the API adds the service's routers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from siteview_common.consumer import Apply, BatchProcessor, EventLedger, Parse
+from siteview_common.kafka import CONSUMER_OPTIONS, ensure_topics, make_broker
+from siteview_common.mongo import check_server, make_mongo_client, ping
+from siteview_common.settings import KafkaSettings, MongoSettings
+from siteview_common.webapp import create_app
+
+log = logging.getLogger(__name__)
+
+#: Pause before a failed batch is redelivered, so an outage does not become a hot loop.
+RETRY_BACKOFF_SECONDS = (0.2, 1.0, 5.0)
+
+
+class WorkerSettings(KafkaSettings, MongoSettings):
+    """A consuming service: its broker and its own database (MONGODB_DATABASE)."""
+
+    mongodb_database: str = "app"
+
+
+class Runtime:
+    """What a worker's setup gets: the database and a way to subscribe."""
+
+    def __init__(self, settings: WorkerSettings, mongo: AsyncMongoClient[Any], broker: KafkaBroker):
+        self.settings = settings
+        self.mongo = mongo
+        self.db: AsyncDatabase[Any] = mongo[settings.mongodb_database]
+        self.broker = broker
+        self.ledger = EventLedger(self.db["processed_events"])
+
+    def consume(self, topic: str, *, group: str, parse: Parse[Any], apply: Apply[Any]) -> None:
+        """Batches of `topic` in consumer group `group`; offsets commit only after `apply`."""
+        processor = BatchProcessor(
+            group=group, broker=self.broker, ledger=self.ledger, parse=parse, apply=apply
+        )
+        failures = 0
+
+        @self.broker.subscriber(
+            topic,
+            group_id=group,
+            batch=True,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            **CONSUMER_OPTIONS,
+        )
+        async def handle(message: KafkaMessage) -> None:
+            nonlocal failures
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            try:
+                await processor.process(records)
+            except Exception:
+                delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
+                failures += 1
+                log.exception("batch failed; it will be redelivered", extra={"group": group})
+                await asyncio.sleep(delay)
+                raise
+            failures = 0
+
+
+async def _open_mongo(settings: MongoSettings, appname: str) -> AsyncMongoClient[Any]:
+    client = make_mongo_client(settings, appname=appname)
+    try:
+        await check_server(client, settings)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+def worker_app(
+    name: str, settings: WorkerSettings, setup: Callable[[Runtime], Awaitable[None]]
+) -> FastAPI:
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        mongo = await _open_mongo(settings, name)
+        broker = make_broker(settings, client_id=name)
+        try:
+            await ensure_topics(settings)
+            runtime = Runtime(settings, mongo, broker)
+            await runtime.ledger.create_indexes()
+            await setup(runtime)
+            await broker.start()
+            state.update(mongo=mongo, broker=broker)
+            log.info("worker started", extra={"database": settings.mongodb_database})
+            yield
+        finally:
+            state.clear()
+            await broker.stop()
+            await mongo.close()
+
+    async def mongo_ready() -> bool:
+        return "mongo" in state and await ping(state["mongo"])
+
+    async def broker_ready() -> bool:
+        return "broker" in state and bool(await state["broker"].ping(timeout=2.0))
+
+    return create_app(
+        title=name,
+        settings=settings,
+        lifespan=lifespan,
+        checks={"database": mongo_ready, "broker": broker_ready},
+    )
+
+
+def api_app(
+    name: str,
+    settings: MongoSettings,
+    *,
+    routers: Sequence[APIRouter],
+    setup: Callable[[FastAPI, AsyncDatabase[Any]], Awaitable[None]],
+    database: str,
+    description: str = "",
+) -> FastAPI:
+    """An API process: MongoDB opened in the lifespan, `setup` puts the service's read side
+    (and anything else its routes depend on) on `app.state`."""
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mongo = await _open_mongo(settings, name)
+        try:
+            await setup(app, mongo[database])
+            state["mongo"] = mongo
+            yield
+        finally:
+            state.clear()
+            await mongo.close()
+
+    async def mongo_ready() -> bool:
+        return "mongo" in state and await ping(state["mongo"])
+
+    return create_app(
+        title=name,
+        description=description,
+        settings=settings,
+        lifespan=lifespan,
+        checks={"database": mongo_ready},
+        routers=routers,
+    )

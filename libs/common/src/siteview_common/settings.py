@@ -1,0 +1,175 @@
+"""Settings base: environment variables through pydantic-settings, one class per process.
+
+`APP_ENV` is `production` unless set. Only `development` (what `make dev` sets) may fall back to
+the dev defaults (the embedded stack's URLs, a dev webhook secret, a dev token key); in every
+other environment a missing required setting stops the process at start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal, NoReturn, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from siteview_common.dev import DEV_JWT_PUBLIC_KEY, DEV_WEBHOOK_SECRET
+
+DEV_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+DEV_MONGODB_URL = "mongodb://127.0.0.1:27017"
+
+CsvList = Annotated[tuple[str, ...], NoDecode]
+
+
+def split_list(value: object) -> object:
+    """`a, b c` → ("a", "b", "c"): lists in the environment are comma- or space-separated."""
+    if isinstance(value, str):
+        return tuple(part for part in value.replace(",", " ").split() if part)
+    return value
+
+
+class MissingSettingError(ValueError):
+    def __init__(self, env_name: str, hint: str = "") -> None:
+        super().__init__(f"missing required setting {env_name}{hint}")
+        self.env_name = env_name
+
+
+class CommonSettings(BaseSettings):
+    """What every process reads."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    app_env: Literal["production", "development"] = "production"
+    log_level: str = "INFO"
+    host: str = "0.0.0.0"  # noqa: S104 - containers publish the port; make dev binds 127.0.0.1
+    port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: CsvList = ()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env == "development"
+
+    def require(self, value: str | None, env_name: str, dev_default: str | None = None) -> str:
+        """The value, or the dev default in development, or a `MissingSettingError`."""
+        if value:
+            return value
+        if self.is_development and dev_default is not None:
+            return dev_default
+        raise MissingSettingError(env_name)
+
+
+class KafkaSettings(CommonSettings):
+    kafka_bootstrap_servers: str | None = None
+    #: Idempotent producers need broker support; the embedded broker (Tansu) has none.
+    kafka_enable_idempotence: bool | None = None
+    kafka_topic_partitions: int = Field(default=12, ge=1)
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.require(
+            self.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS", DEV_KAFKA_BOOTSTRAP_SERVERS
+        )
+
+    @property
+    def idempotent_producer(self) -> bool:
+        if self.kafka_enable_idempotence is not None:
+            return self.kafka_enable_idempotence
+        return not self.is_development
+
+
+class MongoSettings(CommonSettings):
+    mongodb_url: str | None = None
+
+    @property
+    def mongo_url(self) -> str:
+        return self.require(self.mongodb_url, "MONGODB_URL", DEV_MONGODB_URL)
+
+
+class ClerkAuthSettings(CommonSettings):
+    """Clerk session-token verification (the authenticated APIs)."""
+
+    clerk_jwt_key: str | None = None
+    clerk_jwks_url: str | None = None
+    clerk_issuer: str | None = None
+    clerk_authorized_parties: CsvList = ()
+    clerk_audience: str | None = None
+    clerk_leeway_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    @field_validator("clerk_authorized_parties", mode="before")
+    @classmethod
+    def _split_parties(cls, value: object) -> object:
+        return split_list(value)
+
+    @property
+    def jwt_public_key(self) -> str | None:
+        """The PEM key; in development without a key or JWKS URL, the dev key."""
+        if self.clerk_jwt_key:
+            return self.clerk_jwt_key.replace("\\n", "\n")
+        if self.clerk_jwks_url:
+            return None
+        if self.is_development:
+            return DEV_JWT_PUBLIC_KEY
+        raise MissingSettingError("CLERK_JWT_KEY", " (or CLERK_JWKS_URL)")
+
+
+class WebhookSecretSettings(CommonSettings):
+    clerk_webhook_signing_secret: CsvList = Field(
+        default=(),
+        validation_alias=AliasChoices("CLERK_WEBHOOK_SIGNING_SECRET", "CLERK_WEBHOOK_SECRET"),
+    )
+
+    @field_validator("clerk_webhook_signing_secret", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        return split_list(value)
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        if self.clerk_webhook_signing_secret:
+            return self.clerk_webhook_signing_secret
+        if self.is_development:
+            return (DEV_WEBHOOK_SECRET,)
+        raise MissingSettingError("CLERK_WEBHOOK_SIGNING_SECRET")
+
+
+DEV_CURSOR_SECRET = "siteview-development-cursor-secret"  # noqa: S105 - development only
+
+
+class PaginationSettings(CommonSettings):
+    #: Signs pagination cursors; every replica of an API needs the same value.
+    cursor_secret: str | None = None
+
+    @property
+    def cursor_signing_secret(self) -> str:
+        return self.require(self.cursor_secret, "CURSOR_SECRET", DEV_CURSOR_SECRET)
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def _exit(message: str) -> NoReturn:
+    print(f"siteview: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_settings(cls: type[S], *required: str) -> S:
+    """Read `cls` from the environment and resolve every property named in `required`.
+
+    A missing or malformed setting ends the process with one line naming the variable.
+    """
+    try:
+        settings = cls()
+        for name in required:
+            getattr(settings, name)
+    except MissingSettingError as exc:
+        _exit(str(exc))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        env_name = str(error["loc"][0]).upper() if error["loc"] else cls.__name__
+        _exit(f"invalid setting {env_name}: {error['msg']}")
+    return settings

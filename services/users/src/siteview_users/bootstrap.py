@@ -1,0 +1,52 @@
+"""The users service's composition roots: one per process type."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+from siteview_common.auth import ClerkTokenVerifier
+from siteview_common.events import Topics
+from siteview_common.runtime import Runtime, api_app, worker_app
+
+from siteview_users import handlers
+from siteview_users.entrypoints.http import router
+from siteview_users.repository import UserRepository
+from siteview_users.settings import UsersSettings
+
+GROUP = "users-service"
+
+
+def create_worker(settings: UsersSettings) -> FastAPI:
+    async def setup(runtime: Runtime) -> None:
+        repo = UserRepository(runtime.db)
+        await repo.create_indexes()
+        runtime.consume(
+            Topics.USERS,
+            group=GROUP,
+            parse=handlers.parse,
+            apply=partial(handlers.apply_user_events, repo=repo),
+        )
+
+    return worker_app("users-worker", settings, setup)
+
+
+def create_api(settings: UsersSettings) -> FastAPI:
+    verifier = ClerkTokenVerifier.from_settings(settings)
+
+    async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
+        repo = UserRepository(db)
+        await repo.create_indexes()
+        app.state.users = repo
+        app.state.verifier = verifier
+
+    return api_app(
+        "users-api",
+        settings,
+        routers=[router],
+        setup=setup,
+        database=settings.mongodb_database,
+        description="The caller's profile, synced from Clerk's user events.",
+    )

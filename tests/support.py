@@ -1,0 +1,129 @@
+"""Test helpers: sign webhooks as Clerk would, mint tokens with the test key, wait for state."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from siteview_devstack.signing import sign
+from siteview_devstack.tokens import mint_token
+
+T = TypeVar("T")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "clerk"
+
+TEST_WEBHOOK_SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXRoZS1zaXRldmlldy1zdWl0ZQ=="
+OLD_WEBHOOK_SECRET = "whsec_b2xkLXNlY3JldC1zdGlsbC12YWxpZC1mb3ItMjRo"
+TEST_ISSUER = "https://clerk.siteview.test"
+TEST_AZP = "https://app.siteview.test"
+TEST_CURSOR_SECRET = "test-cursor-secret"
+
+
+def example(name: str) -> dict[str, Any]:
+    """A fresh copy of one of the composed Clerk events in examples/clerk."""
+    return copy.deepcopy(json.loads((EXAMPLES / f"{name}.json").read_text()))
+
+
+def new_user_id() -> str:
+    return f"user_{uuid.uuid4().hex}"
+
+
+def new_svix_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def user_event(
+    kind: str,
+    user_id: str,
+    *,
+    updated_at: int,
+    first_name: str | None = "Ada",
+    last_name: str | None = "Lovelace",
+) -> dict[str, Any]:
+    """A user.created / user.updated / user.deleted event for `user_id`."""
+    if kind == "user.deleted":
+        event = example("user.deleted")
+        event["data"]["id"] = user_id
+        event["timestamp"] = updated_at
+        return event
+    event = example("user.created")
+    event["type"] = kind
+    event["data"].update(id=user_id, first_name=first_name, last_name=last_name)
+    event["data"]["updated_at"] = updated_at
+    event["timestamp"] = updated_at
+    return event
+
+
+class KeyPair:
+    def __init__(self, kid: str) -> None:
+        self.kid = kid
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_pem = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        self.public_pem = (
+            self._key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+    def token(self, sub: str, **overrides: Any) -> str:
+        options: dict[str, Any] = {"issuer": TEST_ISSUER, "azp": TEST_AZP}
+        options.update(overrides)
+        return mint_token(sub, private_key=self.private_pem, kid=self.kid, **options)
+
+
+class Gateway:
+    """Posts signed deliveries to a running gateway."""
+
+    def __init__(self, base_url: str, secret: str = TEST_WEBHOOK_SECRET) -> None:
+        self.base_url = base_url
+        self.secret = secret
+
+    def deliver(
+        self,
+        event: dict[str, Any] | bytes,
+        *,
+        svix_id: str | None = None,
+        path: str = "/webhooks/clerk",
+    ) -> httpx.Response:
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        headers = sign(body, self.secret, msg_id=svix_id or new_svix_id())
+        return httpx.post(f"{self.base_url}{path}", content=body, headers=headers, timeout=30)
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, interval: float = 0.05
+) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
