@@ -49,14 +49,24 @@ class ClerkTokenVerifier:
         policy: TokenPolicy,
         public_key: str | None = None,
         jwks_url: str | None = None,
+        jwks_refetch_cooldown: float = 10.0,
     ) -> None:
         if not public_key and not jwks_url:
             raise ValueError("a public key or a JWKS URL is required")
         self._policy = policy
         self._key = jwt.PyJWK.from_dict(_pem_to_jwk(public_key)) if public_key else None
-        # PyJWKClient caches the key set and refetches once on an unknown `kid` (rotation).
+        # PyJWKClient caches the key set and refetches once on an unknown `kid` (rotation),
+        # at most once per cooldown, so forged kids cannot turn into a fetch storm.
         self._jwks = (
-            PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
+            PyJWKClient(
+                jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=5,
+                cooldown_duration=jwks_refetch_cooldown,
+            )
+            if jwks_url
+            else None
         )
 
     @classmethod
@@ -70,6 +80,7 @@ class ClerkTokenVerifier:
             ),
             public_key=settings.jwt_public_key,
             jwks_url=settings.clerk_jwks_url,
+            jwks_refetch_cooldown=settings.clerk_jwks_refetch_cooldown_seconds,
         )
 
     async def verify(self, token: str) -> ClerkClaims:

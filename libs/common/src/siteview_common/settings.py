@@ -99,6 +99,8 @@ class ClerkAuthSettings(CommonSettings):
     clerk_authorized_parties: CsvList = ()
     clerk_audience: str | None = None
     clerk_leeway_seconds: float = Field(default=5.0, ge=0, le=60)
+    #: Least time between two JWKS refetches forced by an unknown `kid`.
+    clerk_jwks_refetch_cooldown_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator("clerk_authorized_parties", mode="before")
     @classmethod

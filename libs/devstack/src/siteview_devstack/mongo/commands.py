@@ -67,20 +67,57 @@ CODE_NAMES = {
 
 # Accepted on every command and ignored (sessions are advertised, so lsid/txnNumber may come).
 GENERIC_FIELDS = frozenset(
-    {"$db", "lsid", "txnNumber", "$readPreference", "$clusterTime", "readConcern",
-     "writeConcern", "comment", "maxTimeMS", "apiVersion", "apiStrict", "apiDeprecationErrors"}
+    {
+        "$db",
+        "lsid",
+        "txnNumber",
+        "$readPreference",
+        "$clusterTime",
+        "readConcern",
+        "writeConcern",
+        "comment",
+        "maxTimeMS",
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+    }
 )
 # Known to MongoDB, changes results, not implemented here: refuse instead of ignoring.
 UNSUPPORTED_FIELDS = frozenset(
-    {"collation", "hint", "let", "arrayFilters", "c", "min", "max", "returnKey", "showRecordId",
-     "tailable", "awaitData", "oplogReplay", "explain", "sort", "startTransaction", "autocommit"}
+    {
+        "collation",
+        "hint",
+        "let",
+        "arrayFilters",
+        "c",
+        "min",
+        "max",
+        "returnKey",
+        "showRecordId",
+        "tailable",
+        "awaitData",
+        "oplogReplay",
+        "explain",
+        "sort",
+        "startTransaction",
+        "autocommit",
+    }
 )
 UPDATE_OPERATORS = frozenset(
     {"$set", "$unset", "$setOnInsert", "$inc", "$max", "$min", "$push", "$addToSet", "$pull"}
 )
 INDEX_OPTIONS = frozenset(
-    {"key", "name", "unique", "sparse", "partialFilterExpression", "expireAfterSeconds",
-     "background", "v", "ns"}
+    {
+        "key",
+        "name",
+        "unique",
+        "sparse",
+        "partialFilterExpression",
+        "expireAfterSeconds",
+        "background",
+        "v",
+        "ns",
+    }
 )
 
 
@@ -169,8 +206,9 @@ def _check_fields(where: str, doc: Mapping[str, Any], allowed: frozenset[str]) -
             continue
         if field in UNSUPPORTED_FIELDS:
             log.warning("mongo stand-in: refused unsupported option %s.%s", where, field)
-            raise CommandError(238, f"'{where}.{field}' is not supported by the SiteView "
-                               "MongoDB stand-in")
+            raise CommandError(
+                238, f"'{where}.{field}' is not supported by the SiteView MongoDB stand-in"
+            )
         raise CommandError(40415, f"BSON field '{where}.{field}' is an unknown field.")
 
 
@@ -197,16 +235,20 @@ def _sort_spec(sort: Any) -> list[tuple[str, int]] | None:
     spec = []
     for field, direction in sort.items():
         if direction not in (1, -1) or isinstance(direction, bool):
-            raise CommandError(238, f"sort {field}: {direction!r} is not supported by the "
-                               "SiteView MongoDB stand-in (only 1 and -1)")
+            raise CommandError(
+                238,
+                f"sort {field}: {direction!r} is not supported by the "
+                "SiteView MongoDB stand-in (only 1 and -1)",
+            )
         spec.append((field, int(direction)))
     return spec
 
 
 def _check_update(update: Any, multi: bool) -> None:
     if isinstance(update, list):
-        raise CommandError(238, "pipeline-style updates are not supported by the SiteView "
-                           "MongoDB stand-in")
+        raise CommandError(
+            238, "pipeline-style updates are not supported by the SiteView MongoDB stand-in"
+        )
     if not isinstance(update, Mapping):
         raise CommandError(14, "the update must be a document")
     operators = [key for key in update if key.startswith("$")]
@@ -218,11 +260,17 @@ def _check_update(update: Any, multi: bool) -> None:
         raise CommandError(9, "an update document must use only update operators or none")
     for op, arg in update.items():
         if op not in UPDATE_OPERATORS:
-            raise CommandError(238, f"update operator {op} is not supported by the SiteView "
-                               f"MongoDB stand-in (supported: {', '.join(sorted(UPDATE_OPERATORS))})")
+            raise CommandError(
+                238,
+                f"update operator {op} is not supported by the SiteView "
+                f"MongoDB stand-in (supported: {', '.join(sorted(UPDATE_OPERATORS))})",
+            )
         if not isinstance(arg, Mapping):
-            raise CommandError(9, f"Modifiers operate on fields but we found type "
-                               f"{type(arg).__name__} instead: {{{op}: {arg!r}}}")
+            raise CommandError(
+                9,
+                f"Modifiers operate on fields but we found type "
+                f"{type(arg).__name__} instead: {{{op}: {arg!r}}}",
+            )
 
 
 class _Cursor:
@@ -277,7 +325,9 @@ class Backend:
 
     def _open_cursor(self, ns: str, docs: list, batch_size: int | None, single: bool) -> dict:
         now = time.monotonic()
-        for cid in [c for c, cur in self.cursors.items() if now - cur.touched > CURSOR_IDLE_SECONDS]:
+        for cid in [
+            c for c, cur in self.cursors.items() if now - cur.touched > CURSOR_IDLE_SECONDS
+        ]:
             del self.cursors[cid]
         rest = collections.deque(docs)
         batch = _take(rest, DEFAULT_FIRST_BATCH if batch_size is None else batch_size)
@@ -291,9 +341,9 @@ class Backend:
 
     @_command("hello", "isMaster", "ismaster", fields=None)
     def _hello(self, db: str, cmd: dict, connection_id: int) -> dict:
-        reply: dict[str, Any] = {"isWritablePrimary": True} if next(iter(cmd)) == "hello" else {
-            "ismaster": True
-        }
+        reply: dict[str, Any] = (
+            {"isWritablePrimary": True} if next(iter(cmd)) == "hello" else {"ismaster": True}
+        )
         reply.update(
             helloOk=True,
             maxBsonObjectSize=MAX_BSON_OBJECT_SIZE,
@@ -388,7 +438,9 @@ class Backend:
                 _check_fields("delete.deletes", st, frozenset({"q", "limit"}))
                 query, limit = _require(st, "q", Mapping), st.get("limit")
                 if limit not in (0, 1) or isinstance(limit, bool):
-                    raise CommandError(9, f"The limit field in delete objects must be 0 or 1. Got {limit}")
+                    raise CommandError(
+                        9, f"The limit field in delete objects must be 0 or 1. Got {limit}"
+                    )
                 n += (coll.delete_one if limit else coll.delete_many)(query).deleted_count
             except Exception as exc:
                 errors.append(_to_command_error(exc).write_error(index))
@@ -396,9 +448,20 @@ class Backend:
                     break
         return {"n": n, **({"writeErrors": errors} if errors else {}), "ok": 1.0}
 
-    @_command("findAndModify", "findandmodify",
-              fields=("query", "sort", "remove", "update", "new", "fields", "upsert",
-                      "bypassDocumentValidation"))
+    @_command(
+        "findAndModify",
+        "findandmodify",
+        fields=(
+            "query",
+            "sort",
+            "remove",
+            "update",
+            "new",
+            "fields",
+            "upsert",
+            "bypassDocumentValidation",
+        ),
+    )
     def _find_and_modify(self, db: str, cmd: dict, connection_id: int) -> dict:
         coll = self._collection(db, next(iter(cmd.values())))
         query = _require(cmd, "query", Mapping, {}) or {}
@@ -420,8 +483,11 @@ class Backend:
             return {"lastErrorObject": {"n": 1}, "value": value, "ok": 1.0}
         if found is None:
             if not upsert:
-                return {"lastErrorObject": {"n": 0, "updatedExisting": False}, "value": None,
-                        "ok": 1.0}
+                return {
+                    "lastErrorObject": {"n": 0, "updatedExisting": False},
+                    "value": None,
+                    "ok": 1.0,
+                }
             new_id = coll._update(query, update, upsert=True)["upserted"]
             return {
                 "lastErrorObject": {"n": 1, "updatedExisting": False, "upserted": new_id},
@@ -431,14 +497,29 @@ class Backend:
         before = None if new else coll.find_one({"_id": found["_id"]}, fields)
         coll._update(dict(query, _id=found["_id"]), update)
         after = coll.find_one({"_id": found["_id"]}, fields) if new else None
-        return {"lastErrorObject": {"n": 1, "updatedExisting": True},
-                "value": after if new else before, "ok": 1.0}
+        return {
+            "lastErrorObject": {"n": 1, "updatedExisting": True},
+            "value": after if new else before,
+            "ok": 1.0,
+        }
 
     # -- reads ----------------------------------------------------------------------------
 
-    @_command("find",
-              fields=("filter", "projection", "sort", "skip", "limit", "batchSize", "singleBatch",
-                      "allowDiskUse", "noCursorTimeout", "allowPartialResults"))
+    @_command(
+        "find",
+        fields=(
+            "filter",
+            "projection",
+            "sort",
+            "skip",
+            "limit",
+            "batchSize",
+            "singleBatch",
+            "allowDiskUse",
+            "noCursorTimeout",
+            "allowPartialResults",
+        ),
+    )
     def _find(self, db: str, cmd: dict, connection_id: int) -> dict:
         name = cmd["find"]
         coll = self._collection(db, name)
@@ -466,8 +547,11 @@ class Backend:
         if cursor is None:
             raise CommandError(43, f"cursor id {cursor_id} not found")
         if cursor.ns != ns:
-            raise CommandError(13, f"Requested getMore on namespace '{ns}', but cursor belongs "
-                               f"to a different namespace {cursor.ns}")
+            raise CommandError(
+                13,
+                f"Requested getMore on namespace '{ns}', but cursor belongs "
+                f"to a different namespace {cursor.ns}",
+            )
         batch = _take(cursor.docs, _count(cmd.get("batchSize"), "batchSize") or None)
         cursor.touched = time.monotonic()
         if not cursor.docs:
@@ -480,8 +564,13 @@ class Backend:
         killed, missing = [], []
         for cursor_id in _require(cmd, "cursors", list):
             (killed if self.cursors.pop(int(cursor_id), None) else missing).append(cursor_id)
-        return {"cursorsKilled": killed, "cursorsNotFound": missing, "cursorsAlive": [],
-                "cursorsUnknown": [], "ok": 1.0}
+        return {
+            "cursorsKilled": killed,
+            "cursorsNotFound": missing,
+            "cursorsAlive": [],
+            "cursorsUnknown": [],
+            "ok": 1.0,
+        }
 
     @_command("count", fields=("query", "skip", "limit"))
     def _count_cmd(self, db: str, cmd: dict, connection_id: int) -> dict:
@@ -499,9 +588,12 @@ class Backend:
     def _aggregate(self, db: str, cmd: dict, connection_id: int) -> dict:
         """Only the pipeline PyMongo's count_documents sends: $match [$skip] [$limit] $group."""
         name, pipeline = cmd["aggregate"], _require(cmd, "pipeline", list)
-        unsupported = CommandError(238, "the SiteView MongoDB stand-in only supports the "
-                                   "aggregate pipeline of count_documents: $match, $skip, "
-                                   f"$limit, then $group {{_id: 1, n: {{$sum: 1}}}}; got {pipeline!r}")
+        unsupported = CommandError(
+            238,
+            "the SiteView MongoDB stand-in only supports the "
+            "aggregate pipeline of count_documents: $match, $skip, "
+            f"$limit, then $group {{_id: 1, n: {{$sum: 1}}}}; got {pipeline!r}",
+        )
         if not isinstance(cmd.get("cursor"), Mapping):
             raise CommandError(9, "The 'cursor' option is required")
         if not isinstance(name, str) or not pipeline:
@@ -546,8 +638,11 @@ class Backend:
             _check_fields("createIndexes.indexes", spec, INDEX_OPTIONS)
             key = _require(spec, "key", Mapping)
             if not key or any(d not in (1, -1) or isinstance(d, bool) for d in key.values()):
-                raise CommandError(238, f"index key {dict(key)!r} is not supported by the SiteView "
-                                   "MongoDB stand-in (only ascending/descending fields)")
+                raise CommandError(
+                    238,
+                    f"index key {dict(key)!r} is not supported by the SiteView "
+                    "MongoDB stand-in (only ascending/descending fields)",
+                )
             key_list = [(field, int(d)) for field, d in key.items()]
             index_name = spec.get("name") or "_".join(f"{f}_{d}" for f, d in key_list)
             info: dict[str, Any] = {"key": key_list}
@@ -563,22 +658,30 @@ class Backend:
             if existing is not None:
                 if existing != info:
                     code = 86 if existing["key"] != key_list else 85
-                    raise CommandError(code, f"An existing index has the same name as the "
-                                       f"requested index: {index_name}")
+                    raise CommandError(
+                        code,
+                        f"An existing index has the same name as the requested index: {index_name}",
+                    )
                 continue
             for other, other_info in store.indexes.items():
                 if other_info["key"] == key_list:
                     raise CommandError(85, f"Index already exists with a different name: {other}")
             if "expireAfterSeconds" in info:
-                log.warning("mongo stand-in: TTL index %s.%s.%s: expiry happens lazily when the "
-                            "collection is next read, not by a background monitor",
-                            db, name, index_name)
+                log.warning(
+                    "mongo stand-in: TTL index %s.%s.%s: expiry happens lazily when the "
+                    "collection is next read, not by a background monitor",
+                    db,
+                    name,
+                    index_name,
+                )
             if info.get("unique"):
                 for doc in list(store.documents):
                     try:
                         _check_unique(coll, f"{db}.{name}", index_name, info, doc)
                     except _DuplicateKey as exc:
-                        raise CommandError(11000, f"Index build failed: {exc.errmsg}", **exc.extra) from exc
+                        raise CommandError(
+                            11000, f"Index build failed: {exc.errmsg}", **exc.extra
+                        ) from exc
             store.create_index(index_name, info)
         after = len(store.indexes) + 1
         reply: dict[str, Any] = {"numIndexesBefore": before, "numIndexesAfter": after}
@@ -645,9 +748,13 @@ class Backend:
         filt = _require(cmd, "filter", Mapping, {}) or {}
         batch = []
         for name in sorted(self.client[db].list_collection_names()):
-            entry = {"name": name, "type": "collection", "options": {},
-                     "info": {"readOnly": False},
-                     "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"}}
+            entry = {
+                "name": name,
+                "type": "collection",
+                "options": {},
+                "info": {"readOnly": False},
+                "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+            }
             if filter_applies(filt, entry):
                 batch.append({"name": name, "type": "collection"} if cmd.get("nameOnly") else entry)
         ns = f"{db}.$cmd.listCollections"
@@ -656,8 +763,10 @@ class Backend:
     @_command("listDatabases", fields=("filter", "nameOnly", "authorizedDatabases"))
     def _list_databases(self, db: str, cmd: dict, connection_id: int) -> dict:
         filt = _require(cmd, "filter", Mapping, {}) or {}
-        dbs = [{"name": n, "sizeOnDisk": 0, "empty": False}
-               for n in sorted(self.client.list_database_names())]
+        dbs = [
+            {"name": n, "sizeOnDisk": 0, "empty": False}
+            for n in sorted(self.client.list_database_names())
+        ]
         dbs = [d for d in dbs if filter_applies(filt, d)]
         if cmd.get("nameOnly"):
             return {"databases": [{"name": d["name"]} for d in dbs], "ok": 1.0}
