@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from siteview_devstack.signing import sign
 from siteview_devstack.tokens import mint_token
 
@@ -75,7 +74,9 @@ class KeyPair:
         ).decode()
         self.public_pem = (
             self._key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode()
         )
 

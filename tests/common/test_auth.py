@@ -13,7 +13,6 @@ from typing import Any
 import jwt
 import pytest
 from jwt.algorithms import RSAAlgorithm
-
 from siteview_common.auth import (
     ClerkTokenVerifier,
     InvalidTokenError,
@@ -97,7 +96,9 @@ async def test_policy_violations_are_refused(
         await verifier.verify(key.token(USER, **overrides))
 
 
-async def test_expiry_within_the_leeway_is_accepted(key: KeyPair, verifier: ClerkTokenVerifier) -> None:
+async def test_expiry_within_the_leeway_is_accepted(
+    key: KeyPair, verifier: ClerkTokenVerifier
+) -> None:
     token = key.token(USER, ttl=-2)
     assert (await verifier.verify(token)).user_id == USER
 

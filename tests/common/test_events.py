@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from siteview_common.events import ClerkEvent, PublishedEvent, Topics, route, strip_private_metadata
 from support import example
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from siteview_common.pagination import END, CursorCodec, InvalidCursorError, Position
 
 codec = CursorCodec("secret-a")

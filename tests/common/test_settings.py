@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from siteview_common.dev import DEV_JWT_PUBLIC_KEY, DEV_WEBHOOK_SECRET
 from siteview_common.settings import (
     ClerkAuthSettings,
@@ -61,7 +60,9 @@ def test_secret_lists_split_on_commas_and_spaces_and_the_seed_name_is_read(
 
 
 def test_jwt_key_accepts_escaped_newlines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLERK_JWT_KEY", "-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----")
+    monkeypatch.setenv(
+        "CLERK_JWT_KEY", "-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----"
+    )
     assert ClerkAuthSettings().jwt_public_key == (
         "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----"
     )

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from siteview_devstack.signing import sign
 from siteview_webhooks.verification import (
     InvalidSignatureError,
@@ -60,9 +59,12 @@ def test_a_timestamp_inside_the_tolerance_is_accepted() -> None:
 
 def test_during_a_rotation_either_secret_verifies_a_doubly_signed_delivery() -> None:
     new = sign(BODY, TEST_WEBHOOK_SECRET, msg_id="msg_rot")
-    old = sign(BODY, OLD_WEBHOOK_SECRET, msg_id="msg_rot", at=datetime.fromtimestamp(
-        int(new["svix-timestamp"]), UTC
-    ))
+    old = sign(
+        BODY,
+        OLD_WEBHOOK_SECRET,
+        msg_id="msg_rot",
+        at=datetime.fromtimestamp(int(new["svix-timestamp"]), UTC),
+    )
     both = {**new, "svix-signature": f"{new['svix-signature']} {old['svix-signature']}"}
     assert SignatureVerifier([OLD_WEBHOOK_SECRET]).verify(BODY, both) == "msg_rot"
     assert SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(BODY, both) == "msg_rot"
@@ -80,7 +82,7 @@ def test_clerks_signing_vector_matches_at_its_own_time(monkeypatch: pytest.Monke
 
     class Clock(datetime):
         @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # noqa: ARG003
+        def now(cls, tz: Any = None) -> datetime:
             return frozen
 
     monkeypatch.setattr(std, "datetime", Clock)

@@ -65,7 +65,7 @@ class Runtime:
         async def handle(message: KafkaMessage) -> None:
             nonlocal failures
             raw = message.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
+            records = list(raw) if isinstance(raw, (list, tuple)) else [raw]
             try:
                 await processor.process(records)
             except Exception:

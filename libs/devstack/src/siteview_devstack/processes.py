@@ -63,7 +63,9 @@ class Supervisor:
         self._echo = echo
         self.running: dict[str, RunningProcess] = {}
 
-    def start(self, spec: ProcessSpec, extra_env: Mapping[str, str] | None = None) -> RunningProcess:
+    def start(
+        self, spec: ProcessSpec, extra_env: Mapping[str, str] | None = None
+    ) -> RunningProcess:
         env = {**self._env, "PORT": str(spec.port), "HOST": "127.0.0.1", **(extra_env or {})}
         popen = subprocess.Popen(
             spec.argv(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -15,6 +15,7 @@ import sys
 from siteview_common.dev import DEV_WEBHOOK_SECRET
 from siteview_common.kafka import ensure_topics
 from siteview_common.settings import KafkaSettings, load_settings
+
 from siteview_devstack.broker import TansuBroker
 from siteview_devstack.mongo.server import MongoStandIn
 from siteview_devstack.processes import Supervisor, base_env, service_specs
@@ -28,9 +29,12 @@ SiteView is up (APP_ENV={app_env}).
   broker    {kafka}{kafka_note}
   database  {mongo}{mongo_note}
 Webhook signing secret: {secret}
-Sign an example event:   .venv/bin/siteview-dev-sign examples/clerk/user.created.json > /tmp/svix-headers
-Send it:                 curl -i -H @/tmp/svix-headers --data-binary @examples/clerk/user.created.json http://127.0.0.1:8000/webhooks/clerk
-Mint a session token:    .venv/bin/siteview-dev-token user_2abcDEFghiJKLmnoPQRstuVWx
+Send a signed example event (the README walks through more):
+  .venv/bin/siteview-dev-sign examples/clerk/user.created.json > /tmp/svix-headers
+  curl -i -H @/tmp/svix-headers --data-binary @examples/clerk/user.created.json \\
+       http://127.0.0.1:8000/webhooks/clerk
+Mint a session token:
+  .venv/bin/siteview-dev-token user_2abcDEFghiJKLmnoPQRstuVWx
 Ctrl-C stops everything.
 """
 
@@ -54,7 +58,9 @@ async def run() -> int:
         await standin.start("127.0.0.1", 27017)
         env["MONGODB_URL"] = standin.url
         log(f"MongoDB wire-protocol STAND-IN on {standin.url} (not MongoDB; in memory)")
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]}
+    )
     await ensure_topics(settings)
 
     supervisor = Supervisor(env)
@@ -67,9 +73,11 @@ async def run() -> int:
         for spec in service_specs():
             supervisor.start(spec)
         await asyncio.to_thread(supervisor.wait_ready)
-        secret = os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET") or os.environ.get(
-            "CLERK_WEBHOOK_SECRET"
-        ) or f"{DEV_WEBHOOK_SECRET} (the dev secret)"
+        secret = (
+            os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET")
+            or os.environ.get("CLERK_WEBHOOK_SECRET")
+            or f"{DEV_WEBHOOK_SECRET} (the dev secret)"
+        )
         print(
             BANNER.format(
                 app_env=env.get("APP_ENV"),

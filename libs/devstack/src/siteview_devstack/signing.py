@@ -9,12 +9,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from siteview_common.dev import DEV_WEBHOOK_SECRET
 from svix.webhooks import Webhook
 
-from siteview_common.dev import DEV_WEBHOOK_SECRET
 
-
-def sign(body: bytes, secret: str, *, msg_id: str | None = None, at: datetime | None = None) -> dict[str, str]:
+def sign(
+    body: bytes, secret: str, *, msg_id: str | None = None, at: datetime | None = None
+) -> dict[str, str]:
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     at = at or datetime.now(UTC)
     signature = Webhook(secret).sign(msg_id, at, body.decode())
@@ -38,7 +39,9 @@ def main() -> None:
     configured = os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET") or os.environ.get(
         "CLERK_WEBHOOK_SECRET"
     )
-    secret = args.secret or (configured.replace(",", " ").split()[0] if configured else DEV_WEBHOOK_SECRET)
+    secret = args.secret or (
+        configured.replace(",", " ").split()[0] if configured else DEV_WEBHOOK_SECRET
+    )
     for name, value in sign(args.file.read_bytes(), secret, msg_id=args.msg_id).items():
         print(f"{name}: {value}")
 

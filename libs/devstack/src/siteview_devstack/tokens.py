@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 import jwt
-
 from siteview_common.dev import DEV_ISSUER, DEV_JWT_KID
+
 from siteview_devstack.dev_key import DEV_JWT_PRIVATE_KEY
 
 

@@ -19,18 +19,20 @@ from siteview_users.settings import UsersSettings
 GROUP = "users-service"
 
 
-def create_worker(settings: UsersSettings) -> FastAPI:
-    async def setup(runtime: Runtime) -> None:
-        repo = UserRepository(runtime.db)
-        await repo.create_indexes()
-        runtime.consume(
-            Topics.USERS,
-            group=GROUP,
-            parse=handlers.parse,
-            apply=partial(handlers.apply_user_events, repo=repo),
-        )
+async def subscribe(runtime: Runtime) -> None:
+    """The worker's subscriptions: Clerk user events into the users collection."""
+    repo = UserRepository(runtime.db)
+    await repo.create_indexes()
+    runtime.consume(
+        Topics.USERS,
+        group=GROUP,
+        parse=handlers.parse,
+        apply=partial(handlers.apply_user_events, repo=repo),
+    )
 
-    return worker_app("users-worker", settings, setup)
+
+def create_worker(settings: UsersSettings) -> FastAPI:
+    return worker_app("users-worker", settings, subscribe)
 
 
 def create_api(settings: UsersSettings) -> FastAPI:

@@ -1,20 +1,18 @@
 """The stand-in's command table: MongoDB command documents in, MongoDB reply documents out.
 
-Storage is one ``mongomock.MongoClient`` (pinned mongomock 4.3.0); every command runs under
-one lock. Two private mongomock hooks are replaced per collection object so that duplicate keys
-are reported the way MongoDB reports them (index name, ``keyPattern``, ``keyValue``) and
-``partialFilterExpression`` is honoured by unique indexes.
+This is a development/test STAND-IN, not MongoDB. Storage is one ``mongomock.MongoClient``
+(pinned mongomock 4.3.0, with the hooks of ``storage.py``); every command runs under one lock,
+which also makes each findAndModify atomic.
 
 Anything outside the table answers ``CommandNotFound``; options that MongoDB knows but this
-stand-in does not implement (collation, hint, let, arrayFilters, transactions, ...) answer
-``NotImplemented`` (238) rather than being silently ignored.
+stand-in does not implement (collation, hint, let, arrayFilters, ...) answer ``NotImplemented``
+(238) and transactions answer ``IllegalOperation`` (20), rather than being silently ignored.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
-import functools
 import logging
 import secrets
 import threading
@@ -24,13 +22,11 @@ from typing import Any
 
 import bson
 import mongomock
-from bson import ObjectId
-from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
 from mongomock.filtering import filter_applies
-from mongomock.helpers import get_value_by_dot, hashdict
-from pymongo.errors import DuplicateKeyError, InvalidName, OperationFailure
+from pymongo.errors import InvalidName, OperationFailure
 
+from siteview_devstack.mongo.storage import DuplicateKey, attach, check_unique
 from siteview_devstack.mongo.wire import (
     MAX_BSON_OBJECT_SIZE,
     MAX_MESSAGE_SIZE,
@@ -56,6 +52,7 @@ CODE_NAMES = {
     27: "IndexNotFound",
     43: "CursorNotFound",
     59: "CommandNotFound",
+    66: "ImmutableField",
     72: "InvalidOptions",
     73: "InvalidNamespace",
     85: "IndexOptionsConflict",
@@ -67,57 +64,19 @@ CODE_NAMES = {
 
 # Accepted on every command and ignored (sessions are advertised, so lsid/txnNumber may come).
 GENERIC_FIELDS = frozenset(
-    {
-        "$db",
-        "lsid",
-        "txnNumber",
-        "$readPreference",
-        "$clusterTime",
-        "readConcern",
-        "writeConcern",
-        "comment",
-        "maxTimeMS",
-        "apiVersion",
-        "apiStrict",
-        "apiDeprecationErrors",
-    }
+    "$db lsid txnNumber $readPreference $clusterTime readConcern writeConcern comment maxTimeMS "
+    "apiVersion apiStrict apiDeprecationErrors".split()
 )
 # Known to MongoDB, changes results, not implemented here: refuse instead of ignoring.
 UNSUPPORTED_FIELDS = frozenset(
-    {
-        "collation",
-        "hint",
-        "let",
-        "arrayFilters",
-        "c",
-        "min",
-        "max",
-        "returnKey",
-        "showRecordId",
-        "tailable",
-        "awaitData",
-        "oplogReplay",
-        "explain",
-        "sort",
-        "startTransaction",
-        "autocommit",
-    }
+    "collation hint let arrayFilters c min max returnKey showRecordId tailable awaitData "
+    "oplogReplay explain sort".split()
 )
 UPDATE_OPERATORS = frozenset(
     {"$set", "$unset", "$setOnInsert", "$inc", "$max", "$min", "$push", "$addToSet", "$pull"}
 )
 INDEX_OPTIONS = frozenset(
-    {
-        "key",
-        "name",
-        "unique",
-        "sparse",
-        "partialFilterExpression",
-        "expireAfterSeconds",
-        "background",
-        "v",
-        "ns",
-    }
+    "key name unique sparse partialFilterExpression expireAfterSeconds background v ns".split()
 )
 
 
@@ -134,42 +93,16 @@ class CommandError(Exception):
         return {"index": index, "code": self.code, **self.extra, "errmsg": self.errmsg}
 
 
-class _DuplicateKey(DuplicateKeyError):
-    """Raised inside mongomock (so its rollbacks run), carrying MongoDB's error details."""
-
-    def __init__(self, ns: str, index: str, key: list[tuple[str, int]], values: dict) -> None:
-        shown = ", ".join(f"{field}: {_shell(value)}" for field, value in values.items())
-        msg = f"E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {shown} }}"
-        super().__init__(msg, 11000)
-        self.errmsg, self.extra = msg, {"keyPattern": dict(key), "keyValue": values}
-
-
-def _shell(value: Any) -> str:
-    """Render a key value the way MongoDB's duplicate-key message does."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
-    if isinstance(value, ObjectId):
-        return f"ObjectId('{value}')"
-    if isinstance(value, datetime.datetime):
-        return f"new Date({int(DatetimeMS(value))})"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k}: {_shell(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[ " + ", ".join(_shell(v) for v in value) + " ]"
-    return repr(value)
-
-
 def _to_command_error(exc: Exception) -> CommandError:
     if isinstance(exc, CommandError):
         return exc
-    if isinstance(exc, _DuplicateKey):
+    if isinstance(exc, DuplicateKey):
         return CommandError(11000, exc.errmsg, **exc.extra)
     if isinstance(exc, OperationFailure):
-        return CommandError(exc.code or 2, str(exc))
+        immutable = "_id" in str(exc) and (
+            "immutable" in str(exc) or "cannot be changed" in str(exc)
+        )
+        return CommandError(exc.code or (66 if immutable else 2), str(exc))
     if isinstance(exc, InvalidName):
         return CommandError(73, str(exc))
     if isinstance(exc, NotImplementedError):
@@ -189,12 +122,13 @@ _Handler = Callable[["Backend", str, dict[str, Any], int], dict[str, Any]]
 _COMMANDS: dict[str, tuple[_Handler, frozenset[str] | None]] = {}
 
 
-def _command(*names: str, fields: tuple[str, ...] | None = ()) -> Callable[[_Handler], _Handler]:
+def _command(*names: str, fields: str | None = "") -> Callable[[_Handler], _Handler]:
     """Register a handler; ``fields`` are its accepted fields (None: accept anything)."""
 
     def register(fn: _Handler) -> _Handler:
+        allowed = None if fields is None else frozenset(fields.split()) | GENERIC_FIELDS
         for name in names:
-            _COMMANDS[name] = (fn, None if fields is None else frozenset(fields) | GENERIC_FIELDS)
+            _COMMANDS[name] = (fn, allowed)
         return fn
 
     return register
@@ -204,6 +138,12 @@ def _check_fields(where: str, doc: Mapping[str, Any], allowed: frozenset[str]) -
     for field in doc:
         if field in allowed:
             continue
+        if field in ("startTransaction", "autocommit"):
+            raise CommandError(
+                20,
+                "Transaction numbers are only allowed on a replica set member or mongos "
+                "(the SiteView MongoDB stand-in is a standalone without transactions)",
+            )
         if field in UNSUPPORTED_FIELDS:
             log.warning("mongo stand-in: refused unsupported option %s.%s", where, field)
             raise CommandError(
@@ -315,10 +255,7 @@ class Backend:
     def _collection(self, db: str, name: Any) -> mongomock.Collection:
         if not isinstance(name, str) or not name:
             raise CommandError(73, f"Invalid namespace specified '{db}.{name}'")
-        coll = self.client[db][name]
-        coll._ensure_uniques = functools.partial(_ensure_uniques, coll)
-        coll._insert = functools.partial(_insert, coll)
-        return coll
+        return attach(self.client[db][name])
 
     def _exists(self, db: str, name: str) -> bool:
         return name in self.client[db].list_collection_names()
@@ -383,7 +320,7 @@ class Backend:
 
     # -- writes ---------------------------------------------------------------------------
 
-    @_command("insert", fields=("documents", "ordered", "bypassDocumentValidation"))
+    @_command("insert", fields="documents ordered bypassDocumentValidation")
     def _insert_cmd(self, db: str, cmd: dict, connection_id: int) -> dict:
         coll = self._collection(db, cmd["insert"])
         docs, ordered = _require(cmd, "documents", list), cmd.get("ordered", True)
@@ -398,7 +335,7 @@ class Backend:
                     break
         return {"n": n, **({"writeErrors": errors} if errors else {}), "ok": 1.0}
 
-    @_command("update", fields=("updates", "ordered", "bypassDocumentValidation"))
+    @_command("update", fields="updates ordered bypassDocumentValidation")
     def _update_cmd(self, db: str, cmd: dict, connection_id: int) -> dict:
         coll = self._collection(db, cmd["update"])
         statements, ordered = _require(cmd, "updates", list), cmd.get("ordered", True)
@@ -428,7 +365,7 @@ class Backend:
             reply["writeErrors"] = errors
         return {**reply, "ok": 1.0}
 
-    @_command("delete", fields=("deletes", "ordered"))
+    @_command("delete", fields="deletes ordered")
     def _delete_cmd(self, db: str, cmd: dict, connection_id: int) -> dict:
         coll = self._collection(db, cmd["delete"])
         statements, ordered = _require(cmd, "deletes", list), cmd.get("ordered", True)
@@ -451,16 +388,7 @@ class Backend:
     @_command(
         "findAndModify",
         "findandmodify",
-        fields=(
-            "query",
-            "sort",
-            "remove",
-            "update",
-            "new",
-            "fields",
-            "upsert",
-            "bypassDocumentValidation",
-        ),
+        fields="query sort remove update new fields upsert bypassDocumentValidation",
     )
     def _find_and_modify(self, db: str, cmd: dict, connection_id: int) -> dict:
         coll = self._collection(db, next(iter(cmd.values())))
@@ -483,11 +411,8 @@ class Backend:
             return {"lastErrorObject": {"n": 1}, "value": value, "ok": 1.0}
         if found is None:
             if not upsert:
-                return {
-                    "lastErrorObject": {"n": 0, "updatedExisting": False},
-                    "value": None,
-                    "ok": 1.0,
-                }
+                no_match = {"n": 0, "updatedExisting": False}
+                return {"lastErrorObject": no_match, "value": None, "ok": 1.0}
             new_id = coll._update(query, update, upsert=True)["upserted"]
             return {
                 "lastErrorObject": {"n": 1, "updatedExisting": False, "upserted": new_id},
@@ -507,18 +432,8 @@ class Backend:
 
     @_command(
         "find",
-        fields=(
-            "filter",
-            "projection",
-            "sort",
-            "skip",
-            "limit",
-            "batchSize",
-            "singleBatch",
-            "allowDiskUse",
-            "noCursorTimeout",
-            "allowPartialResults",
-        ),
+        fields="filter projection sort skip limit batchSize singleBatch allowDiskUse "
+        "noCursorTimeout allowPartialResults",
     )
     def _find(self, db: str, cmd: dict, connection_id: int) -> dict:
         name = cmd["find"]
@@ -540,7 +455,7 @@ class Backend:
         size = None if batch_size is None else _count(batch_size, "batchSize")
         return {"cursor": self._open_cursor(f"{db}.{name}", docs, size, single), "ok": 1.0}
 
-    @_command("getMore", fields=("collection", "batchSize"))
+    @_command("getMore", fields="collection batchSize")
     def _get_more(self, db: str, cmd: dict, connection_id: int) -> dict:
         cursor_id, ns = int(cmd["getMore"]), f"{db}.{cmd.get('collection')}"
         cursor = self.cursors.get(cursor_id)
@@ -559,7 +474,7 @@ class Backend:
             cursor_id = 0
         return {"cursor": {"id": Int64(cursor_id), "ns": ns, "nextBatch": batch}, "ok": 1.0}
 
-    @_command("killCursors", fields=("cursors",))
+    @_command("killCursors", fields="cursors")
     def _kill_cursors(self, db: str, cmd: dict, connection_id: int) -> dict:
         killed, missing = [], []
         for cursor_id in _require(cmd, "cursors", list):
@@ -572,7 +487,7 @@ class Backend:
             "ok": 1.0,
         }
 
-    @_command("count", fields=("query", "skip", "limit"))
+    @_command("count", fields="query skip limit")
     def _count_cmd(self, db: str, cmd: dict, connection_id: int) -> dict:
         limit = cmd.get("limit")
         limit = abs(limit) if isinstance(limit, int | float) else limit
@@ -584,7 +499,7 @@ class Backend:
         )
         return {"n": len(list(docs)), "ok": 1.0}
 
-    @_command("aggregate", fields=("pipeline", "cursor", "allowDiskUse"))
+    @_command("aggregate", fields="pipeline cursor allowDiskUse")
     def _aggregate(self, db: str, cmd: dict, connection_id: int) -> dict:
         """Only the pipeline PyMongo's count_documents sends: $match [$skip] [$limit] $group."""
         name, pipeline = cmd["aggregate"], _require(cmd, "pipeline", list)
@@ -627,7 +542,7 @@ class Backend:
 
     # -- indexes --------------------------------------------------------------------------
 
-    @_command("createIndexes", fields=("indexes", "commitQuorum"))
+    @_command("createIndexes", fields="indexes commitQuorum")
     def _create_indexes(self, db: str, cmd: dict, connection_id: int) -> dict:
         name = cmd["createIndexes"]
         created = not self._exists(db, name)
@@ -677,8 +592,8 @@ class Backend:
             if info.get("unique"):
                 for doc in list(store.documents):
                     try:
-                        _check_unique(coll, f"{db}.{name}", index_name, info, doc)
-                    except _DuplicateKey as exc:
+                        check_unique(coll, f"{db}.{name}", index_name, info, doc)
+                    except DuplicateKey as exc:
                         raise CommandError(
                             11000, f"Index build failed: {exc.errmsg}", **exc.extra
                         ) from exc
@@ -691,7 +606,7 @@ class Backend:
             reply["createdCollectionAutomatically"] = created
         return {**reply, "ok": 1.0}
 
-    @_command("listIndexes", fields=("cursor",))
+    @_command("listIndexes", fields="cursor")
     def _list_indexes(self, db: str, cmd: dict, connection_id: int) -> dict:
         name = cmd["listIndexes"]
         if not self._exists(db, name):
@@ -703,7 +618,7 @@ class Backend:
             batch.append(entry)
         return {"cursor": {"id": Int64(0), "ns": f"{db}.{name}", "firstBatch": batch}, "ok": 1.0}
 
-    @_command("dropIndexes", fields=("index",))
+    @_command("dropIndexes", fields="index")
     def _drop_indexes(self, db: str, cmd: dict, connection_id: int) -> dict:
         name, which = cmd["dropIndexes"], cmd.get("index")
         if not self._exists(db, name):
@@ -743,7 +658,7 @@ class Backend:
         self.client.drop_database(db)
         return {"dropped": db, "ok": 1.0}
 
-    @_command("listCollections", fields=("filter", "nameOnly", "authorizedCollections", "cursor"))
+    @_command("listCollections", fields="filter nameOnly authorizedCollections cursor")
     def _list_collections(self, db: str, cmd: dict, connection_id: int) -> dict:
         filt = _require(cmd, "filter", Mapping, {}) or {}
         batch = []
@@ -760,7 +675,7 @@ class Backend:
         ns = f"{db}.$cmd.listCollections"
         return {"cursor": {"id": Int64(0), "ns": ns, "firstBatch": batch}, "ok": 1.0}
 
-    @_command("listDatabases", fields=("filter", "nameOnly", "authorizedDatabases"))
+    @_command("listDatabases", fields="filter nameOnly authorizedDatabases")
     def _list_databases(self, db: str, cmd: dict, connection_id: int) -> dict:
         filt = _require(cmd, "filter", Mapping, {}) or {}
         dbs = [
@@ -783,49 +698,3 @@ def _take(docs: collections.deque, limit: int | None) -> list[dict[str, Any]]:
             break
         batch.append(docs.popleft())
     return batch
-
-
-def _check_unique(coll: Any, ns: str, name: str, info: Mapping[str, Any], doc: Mapping) -> None:
-    """Raise _DuplicateKey when ``doc`` (already stored) collides with another on this index."""
-    values = {}
-    for field, _direction in info["key"]:
-        try:
-            values[field] = get_value_by_dot(doc, field)
-        except KeyError:
-            values[field] = None
-    if info.get("sparse") and all(v is None for v in values.values()):
-        return
-    query: dict[str, Any] = dict(values)
-    partial = info.get("partialFilterExpression")
-    if partial is not None:
-        if not filter_applies(partial, doc):
-            return
-        query = {"$and": [partial, query]}
-    if sum(1 for _ in coll._iter_documents(query)) > 1:
-        raise _DuplicateKey(ns, name, info["key"], values)
-
-
-def _ensure_uniques(coll: Any, new_doc: Mapping[str, Any]) -> None:
-    """Replacement for mongomock's Collection._ensure_uniques (same contract, exact errors)."""
-    ns = f"{coll.database.name}.{coll.name}"
-    for name, info in coll._store.indexes.items():
-        if info.get("unique"):
-            _check_unique(coll, ns, name, info, new_doc)
-
-
-def _insert(coll: Any, data: Any, session: Any = None, ordered: bool = True) -> Any:
-    """Wrapper of mongomock's Collection._insert: `_id` first, exact `_id_` duplicate errors."""
-    if isinstance(data, dict):
-        if "_id" not in data:
-            data["_id"] = ObjectId()
-        if next(iter(data)) != "_id":
-            rest = [(k, v) for k, v in data.items() if k != "_id"]
-            doc_id = data["_id"]
-            data.clear()
-            data["_id"] = doc_id
-            data.update(rest)
-        doc_id = data["_id"]
-        if (hashdict(doc_id) if isinstance(doc_id, dict) else doc_id) in coll._store:
-            ns = f"{coll.database.name}.{coll.name}"
-            raise _DuplicateKey(ns, "_id_", [("_id", 1)], {"_id": doc_id})
-    return mongomock.Collection._insert(coll, data, session, ordered)

@@ -114,12 +114,14 @@ class MongoStandIn:
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+        except Exception:
+            log.exception("mongo stand-in: connection %d failed; closing it", connection_id)
         finally:
             self._connections.discard(task)
             writer.close()
             try:
                 await writer.wait_closed()
-            except (ConnectionError, asyncio.CancelledError):
+            except ConnectionError:
                 pass
 
     def _handle(
@@ -136,7 +138,12 @@ class MongoStandIn:
             reply = self.backend.run(body, connection_id)
             if flags & MORE_TO_COME:  # unacknowledged write: the client waits for nothing
                 return None, False
-            return encode_op_msg(reply_id, request_id, reply), False
+            try:
+                return encode_op_msg(reply_id, request_id, reply), False
+            except Exception as exc:  # a reply BSON cannot hold: answer an error instead
+                log.exception("mongo stand-in: cannot encode the reply")
+                error = CommandError(1, f"the stand-in cannot encode its reply: {exc}").reply()
+                return encode_op_msg(reply_id, request_id, error), False
         if opcode == OP_QUERY:
             try:
                 namespace, query = decode_op_query(payload)

@@ -1,0 +1,173 @@
+"""Every status code of the gateway, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from conftest import Backend, service_env
+from siteview_devstack.broker import TansuBroker, free_port
+from siteview_devstack.processes import ProcessSpec, Supervisor
+from siteview_devstack.signing import sign
+from support import (
+    OLD_WEBHOOK_SECRET,
+    TEST_WEBHOOK_SECRET,
+    Gateway,
+    KeyPair,
+    example,
+    new_svix_id,
+)
+
+pytestmark = pytest.mark.e2e
+
+INSTANCE = example("user.created")["instance_id"]
+
+
+@pytest.fixture(scope="module")
+def gateway(backend: Backend, signing_key: KeyPair, run_id: str) -> Iterator[str]:
+    """A gateway of its own, configured with an instance id and a rotated pair of secrets."""
+    supervisor = Supervisor(service_env(backend, signing_key, run_id), echo=False)
+    spec = ProcessSpec("gateway-under-test", "siteview_webhooks", (), free_port())
+    supervisor.start(
+        spec,
+        {
+            "CLERK_INSTANCE_ID": INSTANCE,
+            "CLERK_WEBHOOK_SIGNING_SECRET": f"{OLD_WEBHOOK_SECRET},{TEST_WEBHOOK_SECRET}",
+        },
+    )
+    try:
+        supervisor.wait_ready(timeout=60)
+        yield f"http://127.0.0.1:{spec.port}"
+    finally:
+        supervisor.stop_all()
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{url}/webhooks/clerk", content=body, headers=headers, timeout=30)
+
+
+BODY = json.dumps(example("user.created")).encode()
+
+
+@pytest.mark.parametrize("secret", [TEST_WEBHOOK_SECRET, OLD_WEBHOOK_SECRET])
+def test_202_for_a_delivery_signed_by_any_configured_secret(gateway: str, secret: str) -> None:
+    response = post(gateway, BODY, sign(BODY, secret))
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("missing", ["svix-id", "svix-timestamp", "svix-signature"])
+def test_400_for_missing_svix_headers(gateway: str, missing: str) -> None:
+    headers = sign(BODY, TEST_WEBHOOK_SECRET)
+    del headers[missing]
+    response = post(gateway, BODY, headers)
+    assert response.status_code == 400
+    assert missing in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"type": "user.created"}',
+        b'{"type": "x", "data": {}, "object": "user"}',
+    ],
+)
+def test_400_for_a_genuine_signature_over_something_that_is_not_a_clerk_event(
+    gateway: str, body: bytes
+) -> None:
+    response = post(gateway, body, sign(body, TEST_WEBHOOK_SECRET))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the body is not a Clerk event"}
+
+
+def test_401_for_a_bad_signature(gateway: str) -> None:
+    headers = sign(BODY, "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")
+    response = post(gateway, BODY, headers)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "invalid signature"}
+
+
+def test_401_for_a_tampered_body(gateway: str) -> None:
+    headers = sign(BODY, TEST_WEBHOOK_SECRET)
+    assert post(gateway, BODY.replace(b"Ada", b"Eve"), headers).status_code == 401
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=-6), timedelta(minutes=6)])
+def test_401_for_a_timestamp_outside_the_tolerance(gateway: str, skew: timedelta) -> None:
+    headers = sign(BODY, TEST_WEBHOOK_SECRET, at=datetime.now(UTC) + skew)
+    assert post(gateway, BODY, headers).status_code == 401
+
+
+def test_401_for_an_event_of_another_clerk_instance(gateway: str) -> None:
+    event = example("user.created")
+    event["instance_id"] = "ins_someone_else"
+    body = json.dumps(event).encode()
+    response = post(gateway, body, sign(body, TEST_WEBHOOK_SECRET))
+    assert response.status_code == 401
+
+
+def test_413_for_a_body_over_one_mebibyte(gateway: str) -> None:
+    event = example("user.created")
+    event["data"]["unsafe_metadata"] = {"blob": "x" * (1024 * 1024)}
+    body = json.dumps(event).encode()
+    assert post(gateway, body, sign(body, TEST_WEBHOOK_SECRET)).status_code == 413
+    # the same without a Content-Length: the limit holds while streaming
+    chunks = iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+    response = httpx.post(
+        f"{gateway}/webhooks/clerk",
+        content=chunks,
+        headers=sign(body, TEST_WEBHOOK_SECRET),
+        timeout=30,
+    )
+    assert response.status_code == 413
+
+
+def test_unknown_event_types_are_accepted_never_dropped(gateway: str) -> None:
+    body = json.dumps(
+        {
+            "type": "waitlistEntry.created",
+            "object": "event",
+            "data": {"id": "w"},
+            "instance_id": INSTANCE,
+            "timestamp": 1,
+        }
+    ).encode()
+    assert post(gateway, body, sign(body, TEST_WEBHOOK_SECRET)).status_code == 202
+
+
+def test_health_readiness_metrics_and_openapi(gateway: str) -> None:
+    assert httpx.get(f"{gateway}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True}
+    assert "siteview_http_requests_total" in httpx.get(f"{gateway}/metrics").text
+    paths = httpx.get(f"{gateway}/openapi.json").json()["paths"]
+    assert set(paths["/webhooks/clerk"]["post"]["responses"]) >= {"202", "400", "401", "413", "503"}
+
+
+def test_503_when_the_broker_does_not_ack_and_nothing_is_lost(
+    backend: Backend, signing_key: KeyPair, run_id: str
+) -> None:
+    """A gateway on a broker of its own; the broker dies; deliveries get 503 so Clerk retries."""
+    broker = TansuBroker(port=free_port()).start()
+    env = service_env(backend, signing_key, run_id)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2")
+    supervisor = Supervisor(env, echo=False)
+    spec = ProcessSpec("gateway-503", "siteview_webhooks", (), free_port())
+    supervisor.start(spec)
+    url = f"http://127.0.0.1:{spec.port}"
+    try:
+        supervisor.wait_ready(timeout=60)
+        gateway = Gateway(url)
+        assert gateway.deliver(example("user.created")).status_code == 202
+        broker.stop()
+        response = gateway.deliver(example("user.created"), svix_id=new_svix_id())
+        assert response.status_code == 503
+        assert response.json() == {"detail": "event not accepted, retry later"}
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+    finally:
+        supervisor.stop_all()
+        broker.stop()

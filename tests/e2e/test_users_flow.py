@@ -1,0 +1,151 @@
+"""Signed webhook → gateway → Kafka → users worker → MongoDB → GET /users/me, over real
+processes, the real broker and the real driver."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from conftest import Backend, Stack
+from siteview_common.events import HEADER_DLQ_REASON, HEADER_EVENT_ID, Topics
+from support import KeyPair, eventually, new_svix_id, new_user_id, user_event
+
+pytestmark = pytest.mark.e2e
+
+
+def get_me(stack: Stack, token: str) -> httpx.Response:
+    return httpx.get(
+        f"{stack.urls['users-api']}/users/me",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+def profile_named(stack: Stack, token: str, name: str) -> dict[str, object] | None:
+    response = get_me(stack, token)
+    body = response.json() if response.status_code == 200 else None
+    return body if body and body["name"] == name else None
+
+
+def test_a_new_user_becomes_readable_by_its_own_token(stack: Stack, signing_key: KeyPair) -> None:
+    uid = new_user_id()
+    token = signing_key.token(uid)
+    assert get_me(stack, token).status_code == 404  # not synced yet
+    event = user_event("user.created", uid, updated_at=1_773_152_525_000)
+    assert stack.gateway.deliver(event).status_code == 202
+    body = eventually(lambda: profile_named(stack, token, "Ada Lovelace"))
+    assert body == {
+        "externalId": uid,
+        "name": "Ada Lovelace",
+        "email": "ada.lovelace@example.com",
+        "imageUrl": event["data"]["image_url"],
+        "createdAt": event["data"]["created_at"],
+        "updatedAt": 1_773_152_525_000,
+    }
+    own = httpx.get(
+        f"{stack.urls['users-api']}/users/{uid}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert own.status_code == 200 and own.json() == body
+
+
+def test_the_seed_path_is_the_same_handler(stack: Stack, signing_key: KeyPair) -> None:
+    uid = new_user_id()
+    event = user_event("user.created", uid, updated_at=5, first_name="Seed", last_name=None)
+    assert stack.gateway.deliver(event, path="/clerk-users-webhook").status_code == 202
+    assert eventually(lambda: profile_named(stack, signing_key.token(uid), "Seed"))
+
+
+def test_another_users_record_answers_404_and_no_token_401(
+    stack: Stack, signing_key: KeyPair
+) -> None:
+    owner, other = new_user_id(), new_user_id()
+    stack.gateway.deliver(user_event("user.created", owner, updated_at=1))
+    eventually(lambda: profile_named(stack, signing_key.token(owner), "Ada Lovelace"))
+    url = f"{stack.urls['users-api']}/users/{owner}"
+    assert (
+        httpx.get(url, headers={"Authorization": f"Bearer {signing_key.token(other)}"}).status_code
+        == 404
+    )
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer not.a.jwt"}).status_code == 401
+    forged = KeyPair("test-key-1").token(owner)  # same kid, another key
+    response = httpx.get(url, headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing or invalid session token"}
+
+
+def test_reordered_and_duplicate_deliveries_converge_on_the_newest(
+    stack: Stack, signing_key: KeyPair
+) -> None:
+    uid = new_user_id()
+    token = signing_key.token(uid)
+    created = user_event("user.created", uid, updated_at=100, first_name="Old")
+    updated = user_event("user.updated", uid, updated_at=200, first_name="New")
+    created_id, updated_id = new_svix_id(), new_svix_id()
+    assert stack.gateway.deliver(updated, svix_id=updated_id).status_code == 202
+    assert stack.gateway.deliver(created, svix_id=created_id).status_code == 202
+    assert stack.gateway.deliver(updated, svix_id=updated_id).status_code == 202  # Clerk retry
+    assert stack.gateway.deliver(created, svix_id=created_id).status_code == 202  # replay
+    # a marker delivered last: once it is visible, everything before it on the key was applied
+    marker = new_user_id()
+    stack.gateway.deliver(user_event("user.created", marker, updated_at=1, first_name="Mark"))
+    eventually(lambda: profile_named(stack, signing_key.token(marker), "Mark Lovelace"))
+    assert eventually(lambda: profile_named(stack, token, "New Lovelace"))
+    assert get_me(stack, token).json()["updatedAt"] == 200
+
+
+def test_a_deleted_user_stays_deleted(stack: Stack, signing_key: KeyPair) -> None:
+    uid = new_user_id()
+    token = signing_key.token(uid)
+    stack.gateway.deliver(user_event("user.created", uid, updated_at=100))
+    eventually(lambda: profile_named(stack, token, "Ada Lovelace"))
+    assert stack.gateway.deliver(user_event("user.deleted", uid, updated_at=300)).status_code == 202
+    eventually(lambda: get_me(stack, token).status_code == 404)
+    # a late update (Clerk retries for days) must not resurrect the user
+    stack.gateway.deliver(user_event("user.updated", uid, updated_at=200, first_name="Zombie"))
+    later = new_user_id()
+    stack.gateway.deliver(user_event("user.created", later, updated_at=1, first_name="After"))
+    eventually(lambda: profile_named(stack, signing_key.token(later), "After Lovelace"))
+    assert get_me(stack, token).status_code == 404
+
+
+async def dlq_message_with_id(backend: Backend, svix_id: str) -> dict[str, str]:
+    consumer = AIOKafkaConsumer(
+        Topics.dlq(Topics.USERS),
+        bootstrap_servers=backend.kafka,
+        group_id=f"dlq-reader-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        headers = {k: v.decode() for k, v in record.headers}
+                        if headers.get(HEADER_EVENT_ID) == svix_id:
+                            return headers
+    finally:
+        await consumer.stop()
+
+
+async def test_a_poison_message_reaches_the_dlq_and_the_partition_moves_on(
+    stack: Stack, backend: Backend, signing_key: KeyPair
+) -> None:
+    uid = new_user_id()
+    poison = user_event("user.updated", uid, updated_at=1)
+    poison["data"]["email_addresses"] = "not a list"
+    svix_id = new_svix_id()
+    assert stack.gateway.deliver(poison, svix_id=svix_id).status_code == 202
+    # the same key (user id) → the same partition: the next event must still apply
+    stack.gateway.deliver(user_event("user.created", uid, updated_at=2, first_name="Fine"))
+    headers = await dlq_message_with_id(backend, svix_id)
+    assert "ValidationError" in headers[HEADER_DLQ_REASON]
+    assert headers["dlq-group"] == "users-service"
+    token = signing_key.token(uid)
+    await asyncio.to_thread(eventually, lambda: profile_named(stack, token, "Fine Lovelace"))
