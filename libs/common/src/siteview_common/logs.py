@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 
@@ -15,6 +16,7 @@ def configure_logging(level: str, service: str) -> None:
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             static_fields={"service": service},
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
         )
     )
     root = logging.getLogger()

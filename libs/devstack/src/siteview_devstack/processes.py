@@ -16,6 +16,9 @@ from typing import IO
 import httpx
 
 
+NAME_WIDTH = 15
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessSpec:
     name: str
@@ -61,6 +64,7 @@ class Supervisor:
     def __init__(self, env: Mapping[str, str], *, echo: bool = True) -> None:
         self._env = dict(env)
         self._echo = echo
+        self._print_lock = threading.Lock()
         self.running: dict[str, RunningProcess] = {}
 
     def start(
@@ -77,12 +81,12 @@ class Supervisor:
 
     def _pump(self, proc: RunningProcess, stream: IO[bytes] | None) -> None:
         assert stream is not None
-        width = max((len(name) for name in self.running), default=10)
         for raw in stream:
             line = raw.decode(errors="replace").rstrip()
             proc.lines.append(line)
             if self._echo:
-                print(f"{proc.spec.name:<{width}} | {line}", flush=True)
+                with self._print_lock:
+                    print(f"{proc.spec.name:<{NAME_WIDTH}} | {line}", flush=True)
 
     def wait_ready(self, names: Iterable[str] | None = None, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

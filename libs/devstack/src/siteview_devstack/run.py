@@ -18,7 +18,7 @@ from siteview_common.settings import KafkaSettings, load_settings
 
 from siteview_devstack.broker import TansuBroker
 from siteview_devstack.mongo.server import MongoStandIn
-from siteview_devstack.processes import Supervisor, base_env, service_specs
+from siteview_devstack.processes import NAME_WIDTH, Supervisor, base_env, service_specs
 
 BANNER = """
 SiteView is up (APP_ENV={app_env}).
@@ -40,7 +40,7 @@ Ctrl-C stops everything.
 
 
 def log(message: str) -> None:
-    print(f"{'devstack':<15} | {message}", flush=True)
+    print(f"{'devstack':<{NAME_WIDTH}} | {message}", flush=True)
 
 
 async def run() -> int:
