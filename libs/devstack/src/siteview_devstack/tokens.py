@@ -5,8 +5,10 @@ APP_ENV=development and no CLERK_JWT_KEY / CLERK_JWKS_URL trusts it."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -48,9 +50,28 @@ def main() -> None:
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     parser.add_argument("--azp", default="http://localhost:3000", help="authorized party")
     parser.add_argument("--aud", default=None, help="audience (e.g. convex)")
+    parser.add_argument("--iss", default=None, help="issuer (default: CLERK_ISSUER, else dev)")
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        help="PEM private key to sign with (default: the dev key); its public half is what "
+        "the services must have in CLERK_JWT_KEY",
+    )
+    parser.add_argument("--kid", default=DEV_JWT_KID, help="key id for the JWT header")
     args = parser.parse_args()
     extra = {"aud": args.aud} if args.aud else {}
-    print(mint_token(args.sub, ttl=args.ttl, azp=args.azp, **extra))
+    print(
+        mint_token(
+            args.sub,
+            private_key=args.key.read_text() if args.key else DEV_JWT_PRIVATE_KEY,
+            kid=args.kid,
+            issuer=args.iss or os.environ.get("CLERK_ISSUER") or DEV_ISSUER,
+            ttl=args.ttl,
+            azp=args.azp,
+            **extra,
+        )
+    )
 
 
 if __name__ == "__main__":
