@@ -29,6 +29,9 @@ dev: $(VENV)/.synced  ## run the whole system on the embedded stack (Ctrl-C stop
 test: $(VENV)/.synced  ## run the test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.synced  ## benchmark the webhook → API pipeline on a stack it starts
+	$(VENV)/bin/python bench/pipeline.py $(BENCH_ARGS)
+
 lint: $(VENV)/.synced  ## ruff over the tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

