@@ -1,0 +1,61 @@
+"""The payments service's composition roots: one per process type."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from siteview_common.auth import ClerkTokenVerifier
+from siteview_common.events import Topics
+from siteview_common.pagination import CursorCodec
+from siteview_common.runtime import Runtime, api_app, worker_app
+from siteview_payments import handlers
+from siteview_payments.entrypoints.http import payments_router, subscriptions_router
+from siteview_payments.repository import PaymentsRepository
+from siteview_payments.settings import PaymentsSettings
+
+GROUP = "payments-service"
+
+
+async def consume_billing(runtime: Runtime) -> PaymentsRepository:
+    """The worker's setup: indexes, then the billing topic's batches into the repository."""
+    repo = PaymentsRepository(runtime.db)
+    await repo.create_indexes()
+    runtime.consume(
+        Topics.BILLING,
+        group=GROUP,
+        parse=handlers.parse,
+        apply=partial(handlers.apply_billing_events, repo=repo),
+    )
+    return repo
+
+
+def create_worker(settings: PaymentsSettings) -> FastAPI:
+    async def setup(runtime: Runtime) -> None:
+        await consume_billing(runtime)
+
+    return worker_app("payments-worker", settings, setup)
+
+
+def create_api(settings: PaymentsSettings) -> FastAPI:
+    verifier = ClerkTokenVerifier.from_settings(settings)
+    codec = CursorCodec(settings.cursor_signing_secret)
+
+    async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
+        repo = PaymentsRepository(db)
+        await repo.create_indexes()
+        app.state.payments = repo
+        app.state.verifier = verifier
+        app.state.cursor_codec = codec
+
+    return api_app(
+        "payments-api",
+        settings,
+        routers=[payments_router, subscriptions_router],
+        setup=setup,
+        database=settings.mongodb_database,
+        description="The caller's payment attempts and subscriptions, synced from Clerk Billing.",
+    )
