@@ -1,0 +1,59 @@
+"""The videos service's composition roots: one per process type."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from siteview_common.auth import ClerkTokenVerifier
+from siteview_common.events import Topics
+from siteview_common.pagination import CursorCodec
+from siteview_common.runtime import Runtime, api_app, worker_app
+from siteview_videos import handlers
+from siteview_videos.entrypoints.http import router
+from siteview_videos.queries import VideoQueries
+from siteview_videos.repository import VideoRepository
+from siteview_videos.schema import create_indexes
+from siteview_videos.settings import VideosSettings
+
+GROUP = "videos-service"
+
+
+async def subscribe(runtime: Runtime) -> None:
+    """The worker's setup: indexes, then the `user.deleted` cascade on the users topic."""
+    await create_indexes(runtime.db)
+    repo = VideoRepository(runtime.db)
+    runtime.consume(
+        Topics.USERS,
+        group=GROUP,
+        parse=handlers.parse,
+        apply=partial(handlers.apply_user_events, repo=repo),
+    )
+
+
+def create_worker(settings: VideosSettings) -> FastAPI:
+    return worker_app("videos-worker", settings, subscribe)
+
+
+def create_api(settings: VideosSettings) -> FastAPI:
+    verifier = ClerkTokenVerifier.from_settings(settings)
+    codec = CursorCodec(settings.cursor_signing_secret)
+
+    async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
+        await create_indexes(db)
+        app.state.videos = VideoRepository(db)
+        app.state.video_queries = VideoQueries(db)
+        app.state.verifier = verifier
+        app.state.cursor_codec = codec
+
+    return api_app(
+        "videos-api",
+        settings,
+        routers=[router],
+        setup=setup,
+        database=settings.mongodb_database,
+        description="The caller's videos: add, list, edit, delete and count views.",
+    )
