@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 from pymongo import MongoClient
+
 from siteview_devstack.broker import TansuBroker, free_port
 from siteview_devstack.mongo import start_in_thread
 from siteview_devstack.processes import ProcessSpec, Supervisor, base_env

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pytest
+
 from siteview_devstack.broker import TansuBroker, free_port
 from siteview_devstack.processes import Supervisor, base_env, service_specs
 from support import (

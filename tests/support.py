@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from siteview_devstack.signing import sign
 from siteview_devstack.tokens import mint_token
 

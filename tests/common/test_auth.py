@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 import pytest
 from jwt.algorithms import RSAAlgorithm
+
 from siteview_common.auth import (
     ClerkTokenVerifier,
     InvalidTokenError,

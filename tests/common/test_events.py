@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from siteview_common.events import ClerkEvent, PublishedEvent, Topics, route, strip_private_metadata
 from support import example
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from siteview_common.pagination import END, CursorCodec, InvalidCursorError, Position
 
 codec = CursorCodec("secret-a")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from siteview_common.dev import DEV_JWT_PUBLIC_KEY, DEV_WEBHOOK_SECRET
 from siteview_common.settings import (
     ClerkAuthSettings,

@@ -28,6 +28,7 @@ from pymongo import (
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
+
 from siteview_devstack.mongo import STANDIN_MARKER, MongoStandIn, StandInThread, start_in_thread
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
 from conftest import Backend, service_env
 from siteview_devstack.broker import TansuBroker, free_port
 from siteview_devstack.processes import ProcessSpec, Supervisor

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from conftest import Backend, Stack
 from siteview_common.events import HEADER_DLQ_REASON, HEADER_EVENT_ID, Topics
 from support import KeyPair, eventually, new_svix_id, new_user_id, user_event

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from siteview_common.consumer import PoisonMessageError
 from siteview_common.events import ClerkEvent, PublishedEvent
 from siteview_users.domain import (

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import Backend
 from pymongo import AsyncMongoClient
+
+from conftest import Backend
 from siteview_users.domain import DeleteUser, UpsertUser
 from siteview_users.repository import UserRepository
 from support import new_user_id

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import Backend
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
+
+from conftest import Backend
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime
 from siteview_users.bootstrap import subscribe

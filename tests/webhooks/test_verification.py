@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from siteview_devstack.signing import sign
 from siteview_webhooks.verification import (
     InvalidSignatureError,

@@ -15,7 +15,6 @@ import sys
 from siteview_common.dev import DEV_WEBHOOK_SECRET
 from siteview_common.kafka import ensure_topics
 from siteview_common.settings import KafkaSettings, load_settings
-
 from siteview_devstack.broker import TansuBroker
 from siteview_devstack.mongo.server import MongoStandIn
 from siteview_devstack.processes import NAME_WIDTH, Supervisor, base_env, service_specs

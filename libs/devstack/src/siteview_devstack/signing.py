@@ -9,8 +9,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from siteview_common.dev import DEV_WEBHOOK_SECRET
 from svix.webhooks import Webhook
+
+from siteview_common.dev import DEV_WEBHOOK_SECRET
 
 
 def sign(

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from siteview_common.dev import DEV_ISSUER, DEV_JWT_KID
 
+from siteview_common.dev import DEV_ISSUER, DEV_JWT_KID
 from siteview_devstack.dev_key import DEV_JWT_PRIVATE_KEY
 
 

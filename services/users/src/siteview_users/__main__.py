@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from siteview_common.cli import run_service
-
 from siteview_users.bootstrap import create_api, create_worker
 from siteview_users.settings import UsersSettings
 

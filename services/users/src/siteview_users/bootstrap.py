@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
+
 from siteview_common.auth import ClerkTokenVerifier
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime, api_app, worker_app
-
 from siteview_users import handlers
 from siteview_users.entrypoints.http import router
 from siteview_users.repository import UserRepository

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from siteview_common.consumer import PoisonMessageError
 from siteview_common.events import PublishedEvent
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from siteview_common.serve import serve
 from siteview_common.settings import load_settings
-
 from siteview_webhooks.bootstrap import create_gateway
 from siteview_webhooks.settings import GatewaySettings
 

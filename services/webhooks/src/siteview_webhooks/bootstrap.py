@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from siteview_common.kafka import ensure_topics, make_broker
 from siteview_common.webapp import create_app
-
 from siteview_webhooks.entrypoints.http import router
 from siteview_webhooks.publisher import KafkaPublisher
 from siteview_webhooks.settings import GatewaySettings

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import ValidationError
+
 from siteview_common.events import (
     HEADER_EVENT_ID,
     HEADER_EVENT_TYPE,
@@ -17,7 +18,6 @@ from siteview_common.events import (
     route,
     strip_private_metadata,
 )
-
 from siteview_webhooks.verification import SignatureVerifier
 
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
-from siteview_common.events import Route
 
+from siteview_common.events import Route
 from siteview_webhooks.handlers import PublishTimeoutError
 
 

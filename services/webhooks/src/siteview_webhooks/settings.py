@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+
 from siteview_common.settings import KafkaSettings, WebhookSecretSettings
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from siteview_common.deps import CurrentUser
 
+from siteview_common.deps import CurrentUser
 from siteview_users import handlers
 from siteview_users.repository import UserRepository
 from siteview_users.views import UserView
