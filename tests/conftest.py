@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_devstack.broker import TansuBroker, free_port
 from siteview_devstack.processes import Supervisor, base_env, service_specs
@@ -75,6 +78,25 @@ def backend() -> Iterator[Backend]:
             yield _testcontainers(stack)
         else:
             yield _embedded(stack)
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(backend: Backend) -> AsyncIterator[AsyncMongoClient[Any]]:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(backend.mongo, tz_aware=True)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def db(mongo_client: AsyncMongoClient[Any]) -> AsyncIterator[AsyncDatabase[Any]]:
+    """A database of its own for one test, dropped after it."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield mongo_client[name]
+    finally:
+        await mongo_client.drop_database(name)
 
 
 @pytest.fixture(scope="session")

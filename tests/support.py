@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from siteview_common.events import HEADER_EVENT_ID
 from siteview_devstack.signing import sign
 from siteview_devstack.tokens import mint_token
 
@@ -129,3 +131,27 @@ async def eventually_async(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def dead_letter_headers(kafka: str, dlq_topic: str, svix_id: str) -> dict[str, str]:
+    """The headers of the message `svix_id` once it reached `dlq_topic` (read from the start
+    by a consumer group of its own)."""
+    consumer = AIOKafkaConsumer(
+        dlq_topic,
+        bootstrap_servers=kafka,
+        group_id=f"dlq-reader-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        headers = {k: v.decode() for k, v in record.headers}
+                        if headers.get(HEADER_EVENT_ID) == svix_id:
+                            return headers
+    finally:
+        await consumer.stop()

@@ -4,15 +4,13 @@ processes, the real broker and the real driver."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from conftest import Backend, Stack
-from siteview_common.events import HEADER_DLQ_REASON, HEADER_EVENT_ID, Topics
-from support import KeyPair, eventually, new_svix_id, new_user_id, user_event
+from siteview_common.events import HEADER_DLQ_REASON, Topics
+from support import KeyPair, dead_letter_headers, eventually, new_svix_id, new_user_id, user_event
 
 pytestmark = pytest.mark.e2e
 
@@ -113,28 +111,6 @@ def test_a_deleted_user_stays_deleted(stack: Stack, signing_key: KeyPair) -> Non
     assert get_me(stack, token).status_code == 404
 
 
-async def dlq_message_with_id(backend: Backend, svix_id: str) -> dict[str, str]:
-    consumer = AIOKafkaConsumer(
-        Topics.dlq(Topics.USERS),
-        bootstrap_servers=backend.kafka,
-        group_id=f"dlq-reader-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        headers = {k: v.decode() for k, v in record.headers}
-                        if headers.get(HEADER_EVENT_ID) == svix_id:
-                            return headers
-    finally:
-        await consumer.stop()
-
-
 async def test_a_poison_message_reaches_the_dlq_and_the_partition_moves_on(
     stack: Stack, backend: Backend, signing_key: KeyPair
 ) -> None:
@@ -145,7 +121,7 @@ async def test_a_poison_message_reaches_the_dlq_and_the_partition_moves_on(
     assert stack.gateway.deliver(poison, svix_id=svix_id).status_code == 202
     # the same key (user id) → the same partition: the next event must still apply
     stack.gateway.deliver(user_event("user.created", uid, updated_at=2, first_name="Fine"))
-    headers = await dlq_message_with_id(backend, svix_id)
+    headers = await dead_letter_headers(backend.kafka, Topics.dlq(Topics.USERS), svix_id)
     assert "ValidationError" in headers[HEADER_DLQ_REASON]
     assert headers["dlq-group"] == "users-service"
     token = signing_key.token(uid)

@@ -4,18 +4,23 @@ API, over real processes, the real broker and the real driver."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from payments.billing import attempt_event, item_event, new_id, subscription_event
 from pymongo import AsyncMongoClient
 
 from conftest import Backend, Stack
-from siteview_common.events import HEADER_DLQ_REASON, HEADER_EVENT_ID, Topics
-from support import KeyPair, eventually, eventually_async, new_svix_id, new_user_id
+from siteview_common.events import HEADER_DLQ_REASON, Topics
+from support import (
+    KeyPair,
+    dead_letter_headers,
+    eventually,
+    eventually_async,
+    new_svix_id,
+    new_user_id,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -207,28 +212,6 @@ async def test_an_organization_attempt_is_kept_for_the_organization(
     assert doc["raw"]["data"]["id"] == pa
 
 
-async def dlq_headers_for(backend: Backend, svix_id: str) -> dict[str, str]:
-    consumer = AIOKafkaConsumer(
-        Topics.dlq(Topics.BILLING),
-        bootstrap_servers=backend.kafka,
-        group_id=f"dlq-reader-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        headers = {k: v.decode() for k, v in record.headers}
-                        if headers.get(HEADER_EVENT_ID) == svix_id:
-                            return headers
-    finally:
-        await consumer.stop()
-
-
 async def test_a_malformed_attempt_reaches_the_dlq_and_the_partition_moves_on(
     stack: Stack, backend: Backend, signing_key: KeyPair
 ) -> None:
@@ -238,7 +221,7 @@ async def test_a_malformed_attempt_reaches_the_dlq_and_the_partition_moves_on(
     await asyncio.to_thread(deliver, stack, malformed, svix_id)
     pa = new_id("pa")
     await asyncio.to_thread(deliver, stack, attempt_event(uid, attempt_id=pa))  # same key
-    headers = await dlq_headers_for(backend, svix_id)
+    headers = await dead_letter_headers(backend.kafka, Topics.dlq(Topics.BILLING), svix_id)
     assert "ValidationError" in headers[HEADER_DLQ_REASON]
     assert headers["dlq-group"] == "payments-service"
     assert headers["event-type"] == "paymentAttempt.created"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from payments.billing import attempt_event, item_event, new_id, published, subscription_event
-from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.pagination import CursorCodec, InvalidCursorError, PageParams
 from siteview_payments.domain import BillingCommand, to_command
@@ -158,10 +158,7 @@ async def test_pages_walk_newest_first_and_only_the_owners(repo: PaymentsReposit
         )
 
 
-async def test_indexes_serve_every_query(
-    repo: PaymentsRepository, payments_mongo: AsyncMongoClient[Any], payments_db_name: str
-) -> None:
-    db = payments_mongo[payments_db_name]
+async def test_indexes_serve_every_query(repo: PaymentsRepository, db: AsyncDatabase[Any]) -> None:
     await repo.create_indexes()  # idempotent
 
     async def keys(collection: str) -> list[list[tuple[str, int]]]:

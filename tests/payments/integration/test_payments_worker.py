@@ -13,6 +13,7 @@ from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from payments.billing import attempt_event, envelope, item_event, new_id, subscription_event
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.events import HEADER_DLQ_REASON, HEADER_EVENT_ID, Topics
 from siteview_common.runtime import Runtime
@@ -46,15 +47,15 @@ class Harness:
 
 @pytest.fixture
 async def harness(
-    payments_mongo: AsyncMongoClient[Any], payments_db_name: str
+    mongo_client: AsyncMongoClient[Any], db: AsyncDatabase[Any]
 ) -> AsyncIterator[Harness]:
     settings = PaymentsSettings(
         app_env="development",
         kafka_bootstrap_servers="unused:9092",
-        mongodb_database=payments_db_name,
+        mongodb_database=db.name,
     )
     broker = KafkaBroker()
-    runtime = Runtime(settings, payments_mongo, broker)
+    runtime = Runtime(settings, mongo_client, broker)
     await runtime.ledger.create_indexes()
     repo = await consume_billing(runtime)
     h = Harness(broker, runtime, repo)

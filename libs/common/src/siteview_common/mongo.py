@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from siteview_common.settings import MongoSettings
 
@@ -43,3 +45,26 @@ async def ping(client: AsyncMongoClient[Any]) -> bool:
     except PyMongoError:
         return False
     return True
+
+
+DUPLICATE_KEY = 11000
+
+
+async def bulk_upsert_guarded(collection: AsyncCollection[Any], writes: Sequence[UpdateOne]) -> int:
+    """Run guarded upserts as one unordered bulk write; return how many were stale.
+
+    A guarded upsert's filter matches only a record it may change (an older version, say).
+    When the record exists but the guard refuses it, the upsert tries to insert and the unique
+    key refuses that: a duplicate-key error is the expected way of saying "stale". Any other
+    write error is raised, and the batch is retried.
+    """
+    if not writes:
+        return 0
+    try:
+        await collection.bulk_write(list(writes), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return len(errors)
+    return 0

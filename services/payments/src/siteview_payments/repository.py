@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
+from siteview_common.mongo import bulk_upsert_guarded
 from siteview_common.pagination import CursorCodec, Page, PageParams, paginate
 from siteview_payments.domain import (
     BillingCommand,
@@ -32,7 +32,6 @@ from siteview_payments.domain import (
 
 T = TypeVar("T")
 
-DUPLICATE_KEY = 11000
 #: What the API never reads: kept in the documents for audit and replays, not sent back.
 INTERNAL = {"raw": 0, "svixId": 0, "eventType": 0, "payer": 0, "terminal": 0}
 
@@ -68,20 +67,6 @@ def versioned_write(record_id: str, version: int, fields: dict[str, Any]) -> Upd
         {"$set": {**fields, "version": version}},
         upsert=True,
     )
-
-
-async def _bulk_upsert(collection: AsyncCollection[Any], writes: list[UpdateOne]) -> int:
-    """One unordered bulk write; returns how many writes were stale."""
-    if not writes:
-        return 0
-    try:
-        await collection.bulk_write(writes, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return len(errors)
-    return 0
 
 
 class PaymentsRepository:
@@ -122,9 +107,9 @@ class PaymentsRepository:
             elif isinstance(command, UpsertSubscriptionItem):
                 items.append(versioned_write(command.item_id, command.version, command.fields))
         stale = len(commands) - len(winners)
-        stale += await _bulk_upsert(self._attempts, attempts)
-        stale += await _bulk_upsert(self._subscriptions, subscriptions)
-        stale += await _bulk_upsert(self._items, items)
+        stale += await bulk_upsert_guarded(self._attempts, attempts)
+        stale += await bulk_upsert_guarded(self._subscriptions, subscriptions)
+        stale += await bulk_upsert_guarded(self._items, items)
         return stale
 
     async def attempts_page(

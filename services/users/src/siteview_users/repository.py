@@ -7,11 +7,10 @@ from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
+from siteview_common.mongo import bulk_upsert_guarded
 from siteview_users.domain import UpsertUser, UserCommand
 
-DUPLICATE_KEY = 11000
 PERSONAL_FIELDS = ("name", "email", "imageUrl")
 
 
@@ -52,16 +51,7 @@ class UserRepository:
 
     async def apply(self, commands: Sequence[UserCommand]) -> int:
         """Apply a batch in one bulk write; returns how many were stale (ignored)."""
-        if not commands:
-            return 0
-        try:
-            await self._users.bulk_write([write_for(c) for c in commands], ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return len(errors)
-        return 0
+        return await bulk_upsert_guarded(self._users, [write_for(c) for c in commands])
 
     async def get(self, external_id: str) -> dict[str, Any] | None:
         return await self._users.find_one(
