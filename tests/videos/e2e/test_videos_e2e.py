@@ -307,8 +307,9 @@ async def test_a_clerk_user_deletion_removes_their_videos_and_closes_the_account
     refused = await owner.request("POST", "/videos", json={"title": "t", "url": "https://e.co"})
     assert (refused.status_code, refused.json()) == (403, {"detail": "account deleted"})
 
-    # A video written after the deletion time (as by a request in flight while the deletion
-    # was applied) is left alone by a replay of the deletion.
+    # A video written after the deletion was applied (as by a request in flight at that
+    # moment) is left alone by a replay of the deletion.
+    written_at = int(time.time() * 1000) + 1
     late_id = "late" + (owner.user_id or "")
     await videos_db[schema.VIDEOS].insert_one(
         {
@@ -317,8 +318,8 @@ async def test_a_clerk_user_deletion_removes_their_videos_and_closes_the_account
             "title": "late",
             "url": "https://e.co",
             "views": 0,
-            "createdAt": deleted_at + 1,
-            "updatedAt": deleted_at + 1,
+            "createdAt": written_at,
+            "updatedAt": written_at,
             "deletedAt": None,
         }
     )

@@ -203,7 +203,7 @@ async def test_a_user_deletion_cascades_once_and_leaves_a_tombstone(
     await repo.soft_delete(already_deleted["_id"], gone, 160)
     other = await add(repo, stays, 100)
 
-    assert await repo.delete_users([DeleteUserVideos(gone, 300)]) == 3
+    assert await repo.delete_users([DeleteUserVideos(gone, 300)], now=300) == 3
     videos = db[schema.VIDEOS]
     for video in old:
         assert (await videos.find_one({"_id": video["_id"]}) or {})["deletedAt"] == 300
@@ -218,13 +218,30 @@ async def test_a_user_deletion_cascades_once_and_leaves_a_tombstone(
             gone, title="t", url="https://e.com", repo=repo, queries=queries
         )
 
-    # A video created after the deletion time (e.g. in flight while it was applied) is
+    # A video created after the deletion was applied (a request in flight at that moment) is
     # never touched by a replay of the deletion, and the earliest deletion time is kept.
     later = await add(repo, gone, 301)
-    assert await repo.delete_users([DeleteUserVideos(gone, 300)] * 2) == 0
-    assert await repo.delete_users([DeleteUserVideos(gone, 250)]) == 0
+    assert await repo.delete_users([DeleteUserVideos(gone, 300)] * 2, now=900) == 0
+    assert await repo.delete_users([DeleteUserVideos(gone, 250)], now=900) == 0
     assert (await videos.find_one({"_id": later["_id"]}) or {})["deletedAt"] is None
     assert await queries.account_deleted_at(gone) == 250
+
+
+async def test_videos_created_before_a_late_deletion_arrived_are_removed_too(
+    repo: VideoRepository, db: AsyncDatabase[Any]
+) -> None:
+    """Clerk deleted the user at 300; the event reached the worker at 500. A video the user
+    created at 400 (its session token was still valid) goes with the rest."""
+    gone = new_user_id()
+    before, between = await add(repo, gone, 200), await add(repo, gone, 400)
+    assert await repo.delete_users([DeleteUserVideos(gone, 300)], now=500) == 2
+    videos = db[schema.VIDEOS]
+    for video in (before, between):
+        assert (await videos.find_one({"_id": video["_id"]}) or {})["deletedAt"] == 300
+    # the cutoff is remembered: a replay processed much later touches nothing newer
+    after = await add(repo, gone, 600)
+    assert await repo.delete_users([DeleteUserVideos(gone, 300)], now=10_000) == 0
+    assert (await videos.find_one({"_id": after["_id"]}) or {})["deletedAt"] is None
 
 
 def _stages(node: Any) -> Iterator[dict[str, Any]]:
@@ -311,7 +328,7 @@ async def test_every_query_shape_is_served_by_an_index(
     owner = new_user_id()
     videos = [await add(repo, owner, t) for t in range(1, 8)]
     await add(repo, new_user_id(), 3)
-    await repo.delete_users([DeleteUserVideos(new_user_id(), 5)])
+    await repo.delete_users([DeleteUserVideos(new_user_id(), 5)], now=5)
     live = schema.live_videos_of(owner)
     after = keyset_after(schema.SORT_FIELD, Position(4, videos[3]["_id"]))
     by_user = {"userId", "deletedAt"}

@@ -106,7 +106,7 @@ class DeletedUser(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class DeleteUserVideos:
-    """Soft-delete the user's live videos created no later than `deleted_at` (Clerk's clock)."""
+    """Close the user's account and soft-delete their live videos (see `cascade_cutoff`)."""
 
     user_id: str
     deleted_at: int
@@ -125,3 +125,11 @@ def to_command(published: PublishedEvent) -> DeleteUserVideos | None:
     if event.data.get("deleted") is False:
         raise PoisonMessageError("user.deleted with deleted=false")
     return DeleteUserVideos(user_id=deleted.id, deleted_at=event.timestamp or published.received_at)
+
+
+def cascade_cutoff(deleted_at: int, first_applied_at: int | None) -> int:
+    """Up to when a user's videos are removed: Clerk's deletion time, or, when the deletion
+    reached this service later, the moment it first did. Videos created in between (a session
+    token outlives its user by up to a minute, and the worker may lag) go too; after that
+    moment the tombstone refuses new videos, so a replay has nothing newer to touch."""
+    return max(deleted_at, first_applied_at or deleted_at)

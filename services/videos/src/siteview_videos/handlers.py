@@ -20,8 +20,10 @@ Clock = Callable[[], int]
 parse = to_command
 
 
-async def apply_user_events(commands: Sequence[DeleteUserVideos], repo: VideoRepository) -> None:
-    deleted = await repo.delete_users(commands)
+async def apply_user_events(
+    commands: Sequence[DeleteUserVideos], repo: VideoRepository, now: Clock = domain.now_ms
+) -> None:
+    deleted = await repo.delete_users(commands, now())
     log.info("deleted users' videos", extra={"users": len(commands), "videos": deleted})
 
 

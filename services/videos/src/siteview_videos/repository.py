@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import ReturnDocument, UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_videos.domain import DeleteUserVideos
+from siteview_videos.domain import DeleteUserVideos, cascade_cutoff
 from siteview_videos.schema import (
     DELETED_USERS,
     VIDEOS,
@@ -55,22 +55,31 @@ class VideoRepository:
         )
         return None if doc is None else int(doc["views"])
 
-    async def delete_users(self, commands: Sequence[DeleteUserVideos]) -> int:
-        """Tombstone each user (keeping the earliest deletion time), then soft-delete their live
-        videos created up to that time. Idempotent; returns how many videos it deleted."""
+    async def delete_users(self, commands: Sequence[DeleteUserVideos], now: int) -> int:
+        """Tombstone each user (keeping the earliest deletion time and the first time it was
+        applied), then soft-delete their live videos up to the cascade cutoff. Idempotent;
+        returns how many videos it deleted."""
         if not commands:
             return 0
         await self._deleted_users.bulk_write(
             [
-                UpdateOne(tombstone(c.user_id), {"$min": {"deletedAt": c.deleted_at}}, upsert=True)
+                UpdateOne(
+                    tombstone(c.user_id),
+                    {"$min": {"deletedAt": c.deleted_at}, "$setOnInsert": {"appliedAt": now}},
+                    upsert=True,
+                )
                 for c in commands
             ],
             ordered=False,
         )
+        tombstones = self._deleted_users.find({"_id": {"$in": [c.user_id for c in commands]}})
+        cutoffs = {
+            t["_id"]: cascade_cutoff(t["deletedAt"], t.get("appliedAt")) async for t in tombstones
+        }
         result = await self._videos.bulk_write(
             [
                 UpdateMany(
-                    deleted_with_user(c.user_id, c.deleted_at),
+                    deleted_with_user(c.user_id, cutoffs[c.user_id]),
                     {"$set": {"deletedAt": c.deleted_at}},
                 )
                 for c in commands

@@ -2,7 +2,9 @@
 
 `videos`: one document per video, `_id` a string, `createdAt` / `updatedAt` / `deletedAt` in ms
 since the epoch; `deletedAt` is null while the video is live (always present, so the list index
-covers it). `deleted_users`: one tombstone per deleted Clerk user, `{_id: userId, deletedAt}`.
+covers it). `deleted_users`: one tombstone per deleted Clerk user,
+`{_id: userId, deletedAt, appliedAt}` (Clerk's deletion time, and when this service first
+applied it).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def live_video(video_id: str, user_id: str) -> dict[str, Any]:
     return {"_id": video_id, "userId": user_id, "deletedAt": None}
 
 
-def deleted_with_user(user_id: str, deleted_at: int) -> dict[str, Any]:
-    """The live videos a user's deletion at `deleted_at` removes: none created after it."""
-    return {"userId": user_id, "deletedAt": None, "createdAt": {"$lte": deleted_at}}
+def deleted_with_user(user_id: str, cutoff: int) -> dict[str, Any]:
+    """The live videos a user's deletion removes: those created up to `cutoff`."""
+    return {"userId": user_id, "deletedAt": None, "createdAt": {"$lte": cutoff}}
 
 
 def tombstone(user_id: str) -> dict[str, Any]:
