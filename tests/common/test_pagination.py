@@ -31,6 +31,18 @@ def test_a_modified_cursor_is_refused() -> None:
             codec.decode("s", cursor)
 
 
+def test_every_single_character_edit_is_refused() -> None:
+    cursor = codec.encode("s", Position(1700000000000, "abcdef"))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for index, char in enumerate(cursor):
+        if char == ".":
+            continue
+        replacement = alphabet[(alphabet.index(char) + 1) % len(alphabet)]
+        edited = cursor[:index] + replacement + cursor[index + 1 :]
+        with pytest.raises(InvalidCursorError):
+            codec.decode("s", edited)
+
+
 def test_a_cursor_signed_with_another_secret_is_refused() -> None:
     with pytest.raises(InvalidCursorError):
         codec.decode("s", CursorCodec("secret-b").encode("s", Position(1, "a")))

@@ -63,6 +63,8 @@ class CursorCodec:
             body, mac = _unb64(body_part), _unb64(mac_part)
         except ValueError as exc:
             raise InvalidCursorError("malformed cursor") from exc
+        if f"{_b64(body)}.{_b64(mac)}" != cursor:  # only the canonical spelling is ours
+            raise InvalidCursorError("malformed cursor")
         if not hmac.compare_digest(mac, self._mac(scope, body)):
             raise InvalidCursorError("cursor does not belong to this list")
         key, id_ = json.loads(body)
