@@ -323,7 +323,8 @@ def test_pagination_walks_newest_first_and_refuses_bad_cursors(
     assert get(stack, "/payments/me", token, cursor=tampered).status_code == 400
     assert get(stack, "/payments/me", token, cursor="garbage").status_code == 400
     other = signing_key.token(new_user_id())
-    assert get(stack, "/payments/me", other, cursor=cursors[0]).status_code == 400
+    foreign = get(stack, "/payments/me", other, cursor=cursors[0])
+    assert (foreign.status_code, foreign.json()) == (400, {"detail": "invalid cursor"})
     for bad in (0, 101, "many"):
         assert get(stack, "/payments/me", token, numItems=bad).status_code == 422
     assert [a["id"] for a in my_attempts(stack, token)] == ids[::-1]  # default page size 20

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from siteview_common.pagination import InvalidCursorError
 from siteview_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "invalid cursor"}, status_code=400)
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", extra={"path": request.url.path}, exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -86,6 +91,7 @@ def create_app(
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidCursorError, _invalid_cursor)
     app.add_exception_handler(Exception, _unhandled_error)
     if settings.cors_origins:
         app.add_middleware(

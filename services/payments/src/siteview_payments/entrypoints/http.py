@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from siteview_common.deps import CurrentUser, Cursors, Pagination
-from siteview_common.pagination import InvalidCursorError, Page
+from siteview_common.pagination import Page
 from siteview_payments import handlers
 from siteview_payments.repository import PaymentsRepository
 from siteview_payments.views import PaymentAttemptView, SubscriptionView
@@ -45,10 +45,7 @@ async def my_payments(
     user: CurrentUser, params: Pagination, codec: Cursors, repo: Payments
 ) -> Page[PaymentAttemptView]:
     """The caller's payment attempts, newest first, a page at a time (`numItems`, `cursor`)."""
-    try:
-        return await handlers.my_payments(user.user_id, params, codec, repo)
-    except InvalidCursorError as exc:
-        raise HTTPException(400, str(exc)) from None
+    return await handlers.my_payments(user.user_id, params, codec, repo)
 
 
 @payments_router.get(

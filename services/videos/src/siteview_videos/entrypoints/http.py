@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from siteview_common.deps import CurrentUser, Cursors, Pagination
-from siteview_common.pagination import InvalidCursorError, Page
+from siteview_common.pagination import Page
 from siteview_videos import handlers
 from siteview_videos.domain import AccountDeletedError, VideoNotFoundError
 from siteview_videos.queries import VideoQueries
@@ -70,10 +70,7 @@ async def list_videos(
     user: CurrentUser, page: Pagination, cursors: Cursors, queries: Queries
 ) -> Page[VideoView]:
     """The caller's live videos, newest first, one page at a time."""
-    try:
-        return await handlers.list_videos(user.user_id, page, queries=queries, codec=cursors)
-    except InvalidCursorError:
-        raise HTTPException(400, "invalid cursor") from None
+    return await handlers.list_videos(user.user_id, page, queries=queries, codec=cursors)
 
 
 @router.get("/{video_id}", response_model=VideoView, responses=RESPONSES)
