@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -22,8 +24,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from siteview_devstack.broker import TansuBroker, free_port
-from siteview_devstack.mongo import start_in_thread
+from siteview_devstack.broker import TansuBroker, free_port, wait_for_port
 from siteview_devstack.processes import ProcessSpec, Supervisor, base_env
 from siteview_devstack.signing import sign
 
@@ -36,9 +37,16 @@ def backend(stack: ExitStack) -> tuple[str, str]:
     if not kafka:
         kafka = stack.enter_context(TansuBroker(port=free_port()).start_context())
     if not mongo:
-        standin = start_in_thread(port=0)
-        stack.callback(standin.stop)
-        mongo = standin.url
+        # its own process, as in `make dev`: in this one it would compete with the client
+        port = free_port()
+        standin = subprocess.Popen(
+            [sys.executable, "-m", "siteview_devstack.mongo.server", "--port", str(port)],
+            stderr=subprocess.DEVNULL,
+        )
+        stack.callback(standin.wait)
+        stack.callback(standin.terminate)
+        wait_for_port("127.0.0.1", port)
+        mongo = f"mongodb://127.0.0.1:{port}"
     return kafka, mongo
 
 
