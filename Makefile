@@ -32,9 +32,10 @@ test: $(VENV)/.synced  ## run the test suite
 bench: $(VENV)/.synced  ## benchmark the webhook → API pipeline on a stack it starts
 	$(VENV)/bin/python bench/pipeline.py $(BENCH_ARGS)
 
-lint: $(VENV)/.synced  ## ruff over the tree
+lint: $(VENV)/.synced  ## ruff and mypy (strict) over the tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 fmt: $(VENV)/.synced  ## format and autofix
 	$(VENV)/bin/ruff format .

@@ -55,13 +55,6 @@ class Runtime:
         )
         failures = 0
 
-        @self.broker.subscriber(
-            topic,
-            group_id=group,
-            batch=True,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            **CONSUMER_OPTIONS,
-        )
         async def handle(message: KafkaMessage) -> None:
             nonlocal failures
             raw = message.raw_message
@@ -75,6 +68,14 @@ class Runtime:
                 await asyncio.sleep(delay)
                 raise
             failures = 0
+
+        self.broker.subscriber(
+            topic,
+            group_id=group,
+            batch=True,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            **CONSUMER_OPTIONS,
+        )(handle)
 
 
 async def _open_mongo(settings: MongoSettings, appname: str) -> AsyncMongoClient[Any]:

@@ -152,7 +152,9 @@ def _check_fields(where: str, doc: Mapping[str, Any], allowed: frozenset[str]) -
         raise CommandError(40415, f"BSON field '{where}.{field}' is an unknown field.")
 
 
-def _require(cmd: Mapping[str, Any], field: str, kind: type | tuple[type, ...], default: Any = ...):
+def _require(
+    cmd: Mapping[str, Any], field: str, kind: type | tuple[type, ...], default: Any = ...
+) -> Any:
     value = cmd.get(field, default)
     if value is ... or (value is not default and not isinstance(value, kind)):
         raise CommandError(14, f"BSON field '{field}' is missing or has the wrong type")
@@ -222,7 +224,7 @@ class Backend:
     """Executes command documents against one in-memory mongomock server."""
 
     def __init__(self) -> None:
-        self.client = mongomock.MongoClient()
+        self.client: mongomock.MongoClient[dict[str, Any]] = mongomock.MongoClient()
         self.lock = threading.Lock()
         self.cursors: dict[int, _Cursor] = {}
 
@@ -341,12 +343,13 @@ class Backend:
         statements, ordered = _require(cmd, "updates", list), cmd.get("ordered", True)
         n = modified = 0
         upserted, errors = [], []
+        mock: Any = coll  # mongomock's private API is untyped (its stubs name pymongo's Collection)
         for index, st in enumerate(statements):
             try:
                 _check_fields("update.updates", st, frozenset({"q", "u", "upsert", "multi"}))
                 multi = bool(st.get("multi", False))
                 _check_update(st.get("u"), multi)
-                result = coll._update(
+                result = mock._update(
                     _require(st, "q", Mapping), st["u"], upsert=bool(st.get("upsert")), multi=multi
                 )
             except Exception as exc:
@@ -403,6 +406,7 @@ class Backend:
                 raise CommandError(9, "Either an update or remove=true must be specified")
             _check_update(update, multi=False)
         found = coll.find_one(query, sort=_sort_spec(cmd.get("sort")))
+        mock: Any = coll  # mongomock's private API is untyped (its stubs name pymongo's Collection)
         if remove:
             if found is None:
                 return {"lastErrorObject": {"n": 0}, "value": None, "ok": 1.0}
@@ -413,14 +417,14 @@ class Backend:
             if not upsert:
                 no_match = {"n": 0, "updatedExisting": False}
                 return {"lastErrorObject": no_match, "value": None, "ok": 1.0}
-            new_id = coll._update(query, update, upsert=True)["upserted"]
+            new_id = mock._update(query, update, upsert=True)["upserted"]
             return {
                 "lastErrorObject": {"n": 1, "updatedExisting": False, "upserted": new_id},
                 "value": coll.find_one({"_id": new_id}, fields) if new else None,
                 "ok": 1.0,
             }
         before = None if new else coll.find_one({"_id": found["_id"]}, fields)
-        coll._update(dict(query, _id=found["_id"]), update)
+        mock._update(dict(query, _id=found["_id"]), update)
         after = coll.find_one({"_id": found["_id"]}, fields) if new else None
         return {
             "lastErrorObject": {"n": 1, "updatedExisting": True},
@@ -476,7 +480,8 @@ class Backend:
 
     @_command("killCursors", fields="cursors")
     def _kill_cursors(self, db: str, cmd: dict, connection_id: int) -> dict:
-        killed, missing = [], []
+        killed: list[Any] = []
+        missing: list[Any] = []
         for cursor_id in _require(cmd, "cursors", list):
             (killed if self.cursors.pop(int(cursor_id), None) else missing).append(cursor_id)
         return {
@@ -520,7 +525,7 @@ class Backend:
         (out_field,) = [k for k in spec if k != "_id"]
         if spec[out_field] != {"$sum": 1} or isinstance(spec["_id"], Mapping | str):
             raise unsupported
-        filt: dict[str, Any] = {}
+        filt: Mapping[str, Any] = {}
         skip = limit = 0
         for stage in stages:
             if not isinstance(stage, Mapping) or len(stage) != 1:
@@ -546,7 +551,8 @@ class Backend:
     def _create_indexes(self, db: str, cmd: dict, connection_id: int) -> dict:
         name = cmd["createIndexes"]
         created = not self._exists(db, name)
-        coll = self._collection(db, name)
+        # mongomock's private API is untyped (its stubs name pymongo's Collection)
+        coll: Any = self._collection(db, name)
         store = coll._store
         before = len(store.indexes) + 1
         for spec in _require(cmd, "indexes", list):
@@ -612,7 +618,9 @@ class Backend:
         if not self._exists(db, name):
             raise CommandError(26, f"ns does not exist: {db}.{name}")
         batch = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
-        for index_name, info in self._collection(db, name)._store.indexes.items():
+        # mongomock's private API is untyped (its stubs name pymongo's Collection)
+        coll: Any = self._collection(db, name)
+        for index_name, info in coll._store.indexes.items():
             entry = {"v": 2, "key": dict(info["key"]), "name": index_name}
             entry.update((k, v) for k, v in info.items() if k != "key")
             batch.append(entry)
@@ -623,7 +631,9 @@ class Backend:
         name, which = cmd["dropIndexes"], cmd.get("index")
         if not self._exists(db, name):
             raise CommandError(26, f"ns not found {db}.{name}")
-        indexes = self._collection(db, name)._store.indexes
+        # mongomock's private API is untyped (its stubs name pymongo's Collection)
+        coll: Any = self._collection(db, name)
+        indexes = coll._store.indexes
         was = len(indexes) + 1
         if which == "*":
             indexes.clear()
@@ -648,7 +658,8 @@ class Backend:
         name = cmd["drop"]
         if not self._exists(db, name):
             return {"ok": 1.0}
-        coll = self._collection(db, name)
+        # mongomock's private API is untyped (its stubs name pymongo's Collection)
+        coll: Any = self._collection(db, name)
         was = len(coll._store.indexes) + 1
         coll.drop()
         return {"nIndexesWas": was, "ns": f"{db}.{name}", "ok": 1.0}

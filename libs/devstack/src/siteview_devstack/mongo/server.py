@@ -159,9 +159,9 @@ class MongoStandIn:
                     "stand-in accepts OP_QUERY only for the hello/isMaster handshake",
                 ).reply()
                 return encode_op_reply(reply_id, request_id, error, QUERY_FAILURE), False
-            body: dict[str, Any] = {**query, "$db": namespace[: -len(".$cmd")]}
+            command: dict[str, Any] = {**query, "$db": namespace[: -len(".$cmd")]}
             return encode_op_reply(
-                reply_id, request_id, self.backend.run(body, connection_id)
+                reply_id, request_id, self.backend.run(command, connection_id)
             ), False
         if opcode == OP_COMPRESSED:
             log.error("mongo stand-in: OP_COMPRESSED received; compression is not supported")

@@ -24,8 +24,9 @@ from pymongo.errors import DuplicateKeyError
 
 
 def attach(coll: mongomock.Collection) -> mongomock.Collection:
-    coll._ensure_uniques = functools.partial(_ensure_uniques, coll)
-    coll._insert = functools.partial(_insert, coll)
+    hooked: Any = coll  # mongomock's private API is untyped (its stubs name pymongo's Collection)
+    hooked._ensure_uniques = functools.partial(_ensure_uniques, coll)
+    hooked._insert = functools.partial(_insert, coll)
     return coll
 
 
@@ -103,4 +104,5 @@ def _insert(coll: Any, data: Any, session: Any = None, ordered: bool = True) -> 
         if (hashdict(doc_id) if isinstance(doc_id, dict) else doc_id) in coll._store:
             ns = f"{coll.database.name}.{coll.name}"
             raise DuplicateKey(ns, "_id_", [("_id", 1)], {"_id": doc_id})
-    return mongomock.Collection._insert(coll, data, session, ordered)
+    base: Any = mongomock.Collection  # mongomock's private API is untyped (stubs name pymongo's)
+    return base._insert(coll, data, session, ordered)

@@ -4,6 +4,7 @@ outcome or one exception to one status code."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "missing Svix headers, or the body is not a Clerk event"},
     401: {"description": "bad signature, timestamp outside ±5 min, or another Clerk instance"},
     413: {"description": "body over the size limit"},
@@ -40,7 +41,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/webhooks/clerk", status_code=202, responses=ERRORS)  # type: ignore[misc]
+@router.post("/webhooks/clerk", status_code=202, responses=ERRORS)
 @router.post("/clerk-users-webhook", status_code=202, responses=ERRORS, include_in_schema=False)
 async def clerk_webhook(request: Request) -> Response:
     """Verify a Svix-signed Clerk delivery and publish it; 2xx only after the broker's ack."""
