@@ -3,6 +3,7 @@ ordering, idempotency, tombstones."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -98,3 +99,16 @@ async def test_users_are_independent(repo: UserRepository) -> None:
     assert await repo.get(a) is None
     doc = await repo.get(b)
     assert doc is not None and doc["externalId"] == b
+
+
+async def test_concurrent_writers_racing_to_insert_keep_the_newest(repo: UserRepository) -> None:
+    """Two workers (a rebalance) upsert the same new users at once: whichever inserts first,
+    the newer version ends up stored."""
+    users = [new_user_id() for _ in range(40)]
+    await asyncio.gather(
+        *(repo.apply([upsert(uid, 1, "older")]) for uid in users),
+        *(repo.apply([upsert(uid, 2, "newer")]) for uid in users),
+    )
+    for uid in users:
+        doc = await repo.get(uid)
+        assert doc is not None and (doc["name"], doc["updatedAt"]) == ("newer", 2)

@@ -55,16 +55,25 @@ async def bulk_upsert_guarded(collection: AsyncCollection[Any], writes: Sequence
 
     A guarded upsert's filter matches only a record it may change (an older version, say).
     When the record exists but the guard refuses it, the upsert tries to insert and the unique
-    key refuses that: a duplicate-key error is the expected way of saying "stale". Any other
-    write error is raised, and the batch is retried.
+    key refuses that: a duplicate-key error is the expected way of saying "stale". It can also
+    mean that another writer inserted the record between our filter and our insert (two
+    workers during a rebalance), so those writes run once more: now that the record exists,
+    the retry either updates it or proves the write stale. Any other error is raised, and the
+    batch is retried.
     """
-    if not writes:
+    pending = list(writes)
+    for attempt in range(2):
+        if not pending:
+            return 0
+        try:
+            await collection.bulk_write(pending, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            if attempt == 0:
+                pending = [pending[e["index"]] for e in errors]
+                continue
+            return len(errors)
         return 0
-    try:
-        await collection.bulk_write(list(writes), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return len(errors)
-    return 0
+    return len(pending)
