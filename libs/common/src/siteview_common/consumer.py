@@ -29,6 +29,7 @@ from siteview_common.events import (
     HEADER_DLQ_SOURCE,
     HEADER_EVENT_ID,
     HEADER_EVENT_TYPE,
+    PoisonMessageError,
     PublishedEvent,
     Topics,
 )
@@ -48,10 +49,6 @@ END_TO_END_LAG = Gauge(
 #: How long the ledger remembers a Svix id: longer than Clerk's retry schedule (~28 h) and
 #: the dashboard replays operators run after an incident.
 LEDGER_TTL_SECONDS = 30 * 24 * 3600
-
-
-class PoisonMessageError(ValueError):
-    """This message can never be applied: dead-letter it and move on."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,10 @@ HEADER_DLQ_REASON = "dlq-reason"
 HEADER_DLQ_SOURCE = "dlq-source-topic"
 
 
+class PoisonMessageError(ValueError):
+    """This message can never be applied: dead-letter it and move on."""
+
+
 class ClerkEvent(BaseModel):
     """Clerk's webhook envelope. `data` stays a dict here: each consumer parses its own shape."""
 
@@ -108,3 +112,28 @@ def strip_private_metadata(value: Any) -> Any:
     if isinstance(value, list):
         return [strip_private_metadata(v) for v in value]
     return value
+
+
+USER_DELETED = "user.deleted"
+
+
+class _DeletedUserData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=r"^user_\w+$")
+    deleted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeletion:
+    user_id: str
+    deleted_at: int
+
+
+def user_deletion(published: PublishedEvent) -> UserDeletion:
+    """Clerk's `user.deleted`: `data` is only `{deleted, id, object}`, with no `updated_at`, so
+    the deletion happened at the envelope `timestamp` (else when the gateway received it)."""
+    data = _DeletedUserData.model_validate(published.event.data)
+    if not data.deleted:
+        raise PoisonMessageError("user.deleted with deleted=false")
+    return UserDeletion(data.id, published.event.timestamp or published.received_at)

@@ -13,11 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from siteview_common.consumer import PoisonMessageError
-from siteview_common.events import PublishedEvent
+from siteview_common.events import USER_DELETED, PublishedEvent, user_deletion
 
 UPSERT_TYPES = frozenset({"user.created", "user.updated"})
-DELETE_TYPE = "user.deleted"
 
 
 class EmailAddress(BaseModel):
@@ -41,12 +39,6 @@ class ClerkUser(BaseModel):
     email_addresses: list[EmailAddress] = Field(default_factory=list)
     created_at: int | None = None
     updated_at: int | None = None
-
-
-class DeletedUser(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(pattern=r"^user_\w+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +95,7 @@ def to_command(published: PublishedEvent) -> UserCommand | None:
                 "updatedAt": user.updated_at or fallback,
             },
         )
-    if event.type == DELETE_TYPE:
-        deleted = DeletedUser.model_validate(event.data)
-        if event.data.get("deleted") is False:
-            raise PoisonMessageError("user.deleted with deleted=false")
-        return DeleteUser(external_id=deleted.id, version=fallback)
+    if event.type == USER_DELETED:
+        deletion = user_deletion(published)
+        return DeleteUser(external_id=deletion.user_id, version=deletion.deleted_at)
     return None

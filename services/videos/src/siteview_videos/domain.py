@@ -16,15 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from siteview_common.consumer import PoisonMessageError
-from siteview_common.events import PublishedEvent
+from siteview_common.events import USER_DELETED, PublishedEvent, user_deletion
 
 MAX_TITLE_LENGTH = 200
 MAX_URL_LENGTH = 2048
 URL_SCHEMES = frozenset({"http", "https"})
-DELETE_TYPE = "user.deleted"
 
 
 class VideoNotFoundError(LookupError):
@@ -98,12 +94,6 @@ def ensure_may_create(account_deleted_at: int | None) -> None:
         raise AccountDeletedError("account deleted")
 
 
-class DeletedUser(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str = Field(pattern=r"^user_\w+$")
-
-
 @dataclass(frozen=True, slots=True)
 class DeleteUserVideos:
     """Close the user's account and soft-delete their live videos (see `cascade_cutoff`)."""
@@ -113,18 +103,12 @@ class DeleteUserVideos:
 
 
 def to_command(published: PublishedEvent) -> DeleteUserVideos | None:
-    """The command a published event asks of this service, or None if it is none of ours.
-
-    `user.deleted` carries no `updated_at`: the envelope `timestamp` is the deletion time, else
-    the time the gateway received it. A deletion without a user id can never apply (poison).
-    """
-    event = published.event
-    if event.type != DELETE_TYPE:
+    """The command a published event asks of this service, or None if it is none of ours: only
+    `user.deleted` is (a deletion without a user id can never apply, so it is poison)."""
+    if published.event.type != USER_DELETED:
         return None
-    deleted = DeletedUser.model_validate(event.data)
-    if event.data.get("deleted") is False:
-        raise PoisonMessageError("user.deleted with deleted=false")
-    return DeleteUserVideos(user_id=deleted.id, deleted_at=event.timestamp or published.received_at)
+    deletion = user_deletion(published)
+    return DeleteUserVideos(user_id=deletion.user_id, deleted_at=deletion.deleted_at)
 
 
 def cascade_cutoff(deleted_at: int, first_applied_at: int | None) -> int:
