@@ -106,3 +106,42 @@ async def test_other_event_types_are_ignored(harness: Harness) -> None:
     await harness.send({"type": "session.created", "object": "event", "data": {"id": "sess"}})
     assert harness.dead == []
     assert await harness.runtime.db["users"].count_documents({}) == 0
+
+
+async def test_a_parse_that_crashes_dead_letters_instead_of_blocking(backend: Backend) -> None:
+    """Parsing is pure: an exception there would recur on every redelivery, so the message is
+    parked like any other poison and the batch goes on."""
+    database = f"users_tkb_{uuid.uuid4().hex[:10]}"
+    settings = UsersSettings(
+        app_env="development", kafka_bootstrap_servers="unused:9092", mongodb_database=database
+    )
+    client: AsyncMongoClient[Any] = AsyncMongoClient(backend.mongo)
+    broker = KafkaBroker()
+    runtime = Runtime(settings, client, broker)
+    await runtime.ledger.create_indexes()
+    applied: list[str] = []
+
+    def parse(event: Any) -> str:
+        if event.event.type == "boom":
+            raise KeyError("unexpected shape")
+        return str(event.svix_id)
+
+    async def apply(commands: Any) -> None:
+        applied.extend(commands)
+
+    runtime.consume(Topics.USERS, group="crash-test", parse=parse, apply=apply)
+    dead: list[bytes] = []
+
+    @broker.subscriber(Topics.dlq(Topics.USERS))
+    async def dead_letters(message: KafkaMessage) -> None:
+        dead.append(message.body)
+
+    async with TestKafkaBroker(broker):
+        boom = json.dumps({"svixId": "m1", "receivedAt": 1, "event": {"type": "boom", "data": {}}})
+        fine = json.dumps({"svixId": "m2", "receivedAt": 1, "event": {"type": "ok", "data": {}}})
+        await broker.publish(boom.encode(), topic=Topics.USERS)
+        await broker.publish(fine.encode(), topic=Topics.USERS)
+    await client.drop_database(database)
+    await client.close()
+    assert [json.loads(d)["svixId"] for d in dead] == ["m1"]
+    assert applied == ["m2"]

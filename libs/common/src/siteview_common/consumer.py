@@ -100,8 +100,10 @@ def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
 
 class BatchProcessor(Generic[C]):
     """Applies one consumer group's batches. `parse` turns a published event into the service's
-    command (None: not this service's business), raising `PoisonMessageError` or a pydantic
-    `ValidationError` for input that can never apply; `apply` writes a batch of commands."""
+    command (None: not this service's business); it is pure, so whatever it raises (pydantic's
+    `ValidationError`, `PoisonMessageError`, or a bug meeting unexpected input) would happen
+    again on every redelivery: that message is dead-lettered. `apply` writes a batch of
+    commands; when it raises, the whole batch is redelivered."""
 
     def __init__(
         self,
@@ -127,7 +129,7 @@ class BatchProcessor(Generic[C]):
             try:
                 event = PublishedEvent.model_validate_json(record.value or b"")
                 command = self._parse(event)
-            except ValueError as exc:  # pydantic's ValidationError and PoisonMessageError too
+            except Exception as exc:  # parse is pure: it would fail the same way forever
                 await self._dead_letter(record, exc)
                 continue
             if command is None:
