@@ -37,8 +37,11 @@ def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
             timeout=60,
             check=False,
         )
-        assert result.returncode != 0
-        assert "refused unless APP_ENV=development" in result.stdout + result.stderr
+        assert result.returncode == 2
+        assert result.stderr == (
+            "siteview: MONGODB_URL points at the development MongoDB stand-in; "
+            "it is refused unless APP_ENV=development\n"
+        )
     else:
         supervisor = Supervisor(env, echo=False)
         supervisor.start(ProcessSpec("users-api", "siteview_users", ("api",), int(env["PORT"])))
@@ -69,3 +72,25 @@ def test_errors_are_json_and_leak_nothing(stack: Stack) -> None:
     response = httpx.post(f"{stack.urls['users-api']}/users/me")
     assert response.status_code == 405
     assert set(response.json()) == {"detail"}
+
+
+def test_an_unreachable_database_stops_the_process_with_one_line(signing_key: KeyPair) -> None:
+    env = base_env()
+    env.update(
+        APP_ENV="production",
+        MONGODB_URL=f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500",
+        CLERK_JWT_KEY=signing_key.public_pem,
+        PORT=str(free_port()),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "siteview_users", "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "siteview: cannot reach MongoDB at MONGODB_URL: ServerSelectionTimeoutError\n"
+    )

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 
+from siteview_common.mongo import preflight
 from siteview_common.runtime import WorkerSettings
 from siteview_common.serve import serve
 from siteview_common.settings import load_settings
@@ -34,9 +35,11 @@ def run_service(
     process = parser.parse_args().process
     if process == "api":
         settings = load_settings(settings_class, *api_required)
+        preflight(settings)
         serve(api(settings), settings, f"{service}-api")
     else:
         settings = load_settings(settings_class, *WORKER_REQUIRED)
+        preflight(settings)
         if "port" not in settings.model_fields_set:
             settings = settings.model_copy(update={"port": settings.port + WORKER_PORT_OFFSET})
         serve(worker(settings), settings, f"{service}-worker")

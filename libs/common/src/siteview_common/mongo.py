@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from siteview_common.settings import MongoSettings
+from siteview_common.settings import MongoSettings, exit_with
 
 #: The field the embedded wire-protocol stand-in adds to its `hello` reply.
 STANDIN_MARKER = "siteviewStandIn"
@@ -37,6 +38,25 @@ async def check_server(client: AsyncMongoClient[Any], settings: MongoSettings) -
             "MONGODB_URL points at the development MongoDB stand-in; "
             "it is refused unless APP_ENV=development"
         )
+
+
+def preflight(settings: MongoSettings) -> None:
+    """Before serving: the database answers and is not the stand-in (outside development).
+    Either failure ends the process with one line, like a missing setting."""
+
+    async def check() -> None:
+        client = make_mongo_client(settings, appname="siteview-preflight")
+        try:
+            await check_server(client, settings)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(check())
+    except StandInRefusedError as exc:
+        exit_with(str(exc))
+    except PyMongoError as exc:
+        exit_with(f"cannot reach MongoDB at MONGODB_URL: {type(exc).__name__}")
 
 
 async def ping(client: AsyncMongoClient[Any]) -> bool:

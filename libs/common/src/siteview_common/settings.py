@@ -154,7 +154,8 @@ class PaginationSettings(CommonSettings):
 S = TypeVar("S", bound=CommonSettings)
 
 
-def _exit(message: str) -> NoReturn:
+def exit_with(message: str) -> NoReturn:
+    """End the process at start-up with one line naming what is wrong."""
     print(f"siteview: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -169,9 +170,9 @@ def load_settings(cls: type[S], *required: str) -> S:
         for name in required:
             getattr(settings, name)
     except MissingSettingError as exc:
-        _exit(str(exc))
+        exit_with(str(exc))
     except ValidationError as exc:
         error = exc.errors()[0]
         env_name = str(error["loc"][0]).upper() if error["loc"] else cls.__name__
-        _exit(f"invalid setting {env_name}: {error['msg']}")
+        exit_with(f"invalid setting {env_name}: {error['msg']}")
     return settings
