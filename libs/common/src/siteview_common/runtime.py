@@ -20,10 +20,17 @@ from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from siteview_common.auth import ClerkTokenVerifier
 from siteview_common.consumer import Apply, BatchProcessor, EventLedger, Parse
 from siteview_common.kafka import CONSUMER_OPTIONS, ensure_topics, make_broker
 from siteview_common.mongo import check_server, make_mongo_client, ping
-from siteview_common.settings import KafkaSettings, MongoSettings
+from siteview_common.pagination import CursorCodec
+from siteview_common.settings import (
+    ClerkAuthSettings,
+    KafkaSettings,
+    MongoSettings,
+    PaginationSettings,
+)
 from siteview_common.webapp import create_app
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,10 @@ class WorkerSettings(KafkaSettings, MongoSettings):
     """A consuming service: its broker and its own database (MONGODB_DATABASE)."""
 
     mongodb_database: str = "app"
+
+
+class ServiceSettings(WorkerSettings, ClerkAuthSettings):
+    """A consuming service's settings, shared by its api and worker processes."""
 
 
 class Runtime:
@@ -127,22 +138,30 @@ def worker_app(
 
 def api_app(
     name: str,
-    settings: MongoSettings,
+    settings: ServiceSettings,
     *,
     routers: Sequence[APIRouter],
     setup: Callable[[FastAPI, AsyncDatabase[Any]], Awaitable[None]],
-    database: str,
     description: str = "",
 ) -> FastAPI:
-    """An API process: MongoDB opened in the lifespan, `setup` puts the service's read side
-    (and anything else its routes depend on) on `app.state`."""
+    """An authenticated API process. The session-token verifier (and, for settings with a
+    cursor secret, the cursor codec) are built here, MongoDB is opened in the lifespan, and
+    `setup` puts the service's read side on `app.state` for its routes' dependencies."""
     state: dict[str, Any] = {}
+    verifier = ClerkTokenVerifier.from_settings(settings)
+    codec = (
+        CursorCodec(settings.cursor_signing_secret)
+        if isinstance(settings, PaginationSettings)
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = await _open_mongo(settings, name)
+        app.state.verifier = verifier
+        app.state.cursor_codec = codec
         try:
-            await setup(app, mongo[database])
+            await setup(app, mongo[settings.mongodb_database])
             state["mongo"] = mongo
             yield
         finally:

@@ -8,9 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_common.auth import ClerkTokenVerifier
 from siteview_common.events import Topics
-from siteview_common.pagination import CursorCodec
 from siteview_common.runtime import Runtime, api_app, worker_app
 from siteview_payments import handlers
 from siteview_payments.entrypoints.http import payments_router, subscriptions_router
@@ -41,21 +39,15 @@ def create_worker(settings: PaymentsSettings) -> FastAPI:
 
 
 def create_api(settings: PaymentsSettings) -> FastAPI:
-    verifier = ClerkTokenVerifier.from_settings(settings)
-    codec = CursorCodec(settings.cursor_signing_secret)
-
     async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
         repo = PaymentsRepository(db)
         await repo.create_indexes()
         app.state.payments = repo
-        app.state.verifier = verifier
-        app.state.cursor_codec = codec
 
     return api_app(
         "payments-api",
         settings,
         routers=[payments_router, subscriptions_router],
         setup=setup,
-        database=settings.mongodb_database,
         description="The caller's payment attempts and subscriptions, synced from Clerk Billing.",
     )

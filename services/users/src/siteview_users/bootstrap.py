@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_common.auth import ClerkTokenVerifier
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime, api_app, worker_app
 from siteview_users import handlers
@@ -36,19 +35,15 @@ def create_worker(settings: UsersSettings) -> FastAPI:
 
 
 def create_api(settings: UsersSettings) -> FastAPI:
-    verifier = ClerkTokenVerifier.from_settings(settings)
-
     async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
         repo = UserRepository(db)
         await repo.create_indexes()
         app.state.users = repo
-        app.state.verifier = verifier
 
     return api_app(
         "users-api",
         settings,
         routers=[router],
         setup=setup,
-        database=settings.mongodb_database,
         description="The caller's profile, synced from Clerk's user events.",
     )

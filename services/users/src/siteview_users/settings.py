@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from siteview_common.runtime import WorkerSettings
-from siteview_common.settings import ClerkAuthSettings
+from siteview_common.runtime import ServiceSettings
 
 
-class UsersSettings(WorkerSettings, ClerkAuthSettings):
+class UsersSettings(ServiceSettings):
     port: int = 8001
     mongodb_database: str = "users"

@@ -8,9 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_common.auth import ClerkTokenVerifier
 from siteview_common.events import Topics
-from siteview_common.pagination import CursorCodec
 from siteview_common.runtime import Runtime, api_app, worker_app
 from siteview_videos import handlers
 from siteview_videos.entrypoints.http import router
@@ -39,21 +37,15 @@ def create_worker(settings: VideosSettings) -> FastAPI:
 
 
 def create_api(settings: VideosSettings) -> FastAPI:
-    verifier = ClerkTokenVerifier.from_settings(settings)
-    codec = CursorCodec(settings.cursor_signing_secret)
-
     async def setup(app: FastAPI, db: AsyncDatabase[Any]) -> None:
         await create_indexes(db)
         app.state.videos = VideoRepository(db)
         app.state.video_queries = VideoQueries(db)
-        app.state.verifier = verifier
-        app.state.cursor_codec = codec
 
     return api_app(
         "videos-api",
         settings,
         routers=[router],
         setup=setup,
-        database=settings.mongodb_database,
         description="The caller's videos: add, list, edit, delete and count views.",
     )

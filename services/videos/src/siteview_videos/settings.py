@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from siteview_common.runtime import WorkerSettings
-from siteview_common.settings import ClerkAuthSettings, PaginationSettings
+from siteview_common.runtime import ServiceSettings
+from siteview_common.settings import PaginationSettings
 
 
-class VideosSettings(WorkerSettings, ClerkAuthSettings, PaginationSettings):
+class VideosSettings(ServiceSettings, PaginationSettings):
     port: int = 8003
     mongodb_database: str = "videos"
