@@ -17,6 +17,17 @@ from support import KeyPair
 pytestmark = pytest.mark.e2e
 
 
+def run_module(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
     backend: Backend, signing_key: KeyPair
 ) -> None:
@@ -29,14 +40,7 @@ def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
         HOST="127.0.0.1",
     )
     if backend.is_standin:
-        result = subprocess.run(
-            [sys.executable, "-m", "siteview_users", "api"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_module(["siteview_users", "api"], env)
         assert result.returncode == 2
         assert result.stderr == (
             "siteview: MONGODB_URL points at the development MongoDB stand-in; "
@@ -82,14 +86,7 @@ def test_an_unreachable_database_stops_the_process_with_one_line(signing_key: Ke
         CLERK_JWT_KEY=signing_key.public_pem,
         PORT=str(free_port()),
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "siteview_users", "api"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module(["siteview_users", "api"], env)
     assert result.returncode == 2
     assert result.stderr == (
         "siteview: cannot reach MongoDB at MONGODB_URL: ServerSelectionTimeoutError\n"

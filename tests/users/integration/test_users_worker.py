@@ -4,7 +4,6 @@ MongoDB driver underneath: decoding, the ledger, dead-lettering, ordering."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +11,8 @@ import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
-from conftest import Backend
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime
 from siteview_users.bootstrap import subscribe
@@ -40,15 +39,19 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(backend: Backend) -> AsyncIterator[Harness]:
-    database = f"users_tkb_{uuid.uuid4().hex[:10]}"
+async def runtime(mongo_client: AsyncMongoClient[Any], db: AsyncDatabase[Any]) -> Runtime:
+    """A worker runtime on an in-memory broker and a database of the test's own."""
     settings = UsersSettings(
-        app_env="development", kafka_bootstrap_servers="unused:9092", mongodb_database=database
+        app_env="development", kafka_bootstrap_servers="unused:9092", mongodb_database=db.name
     )
-    client: AsyncMongoClient[Any] = AsyncMongoClient(backend.mongo)
-    broker = KafkaBroker()
-    runtime = Runtime(settings, client, broker)
+    runtime = Runtime(settings, mongo_client, KafkaBroker())
     await runtime.ledger.create_indexes()
+    return runtime
+
+
+@pytest.fixture
+async def harness(runtime: Runtime) -> AsyncIterator[Harness]:
+    broker = runtime.broker
     await subscribe(runtime)
     h = Harness(broker, runtime)
 
@@ -58,8 +61,6 @@ async def harness(backend: Backend) -> AsyncIterator[Harness]:
 
     async with TestKafkaBroker(broker):
         yield h
-    await client.drop_database(database)
-    await client.close()
 
 
 async def test_a_created_user_is_stored_with_name_and_primary_email(harness: Harness) -> None:
@@ -108,17 +109,10 @@ async def test_other_event_types_are_ignored(harness: Harness) -> None:
     assert await harness.runtime.db["users"].count_documents({}) == 0
 
 
-async def test_a_parse_that_crashes_dead_letters_instead_of_blocking(backend: Backend) -> None:
+async def test_a_parse_that_crashes_dead_letters_instead_of_blocking(runtime: Runtime) -> None:
     """Parsing is pure: an exception there would recur on every redelivery, so the message is
     parked like any other poison and the batch goes on."""
-    database = f"users_tkb_{uuid.uuid4().hex[:10]}"
-    settings = UsersSettings(
-        app_env="development", kafka_bootstrap_servers="unused:9092", mongodb_database=database
-    )
-    client: AsyncMongoClient[Any] = AsyncMongoClient(backend.mongo)
-    broker = KafkaBroker()
-    runtime = Runtime(settings, client, broker)
-    await runtime.ledger.create_indexes()
+    broker = runtime.broker
     applied: list[str] = []
 
     def parse(event: Any) -> str:
@@ -141,7 +135,5 @@ async def test_a_parse_that_crashes_dead_letters_instead_of_blocking(backend: Ba
         fine = json.dumps({"svixId": "m2", "receivedAt": 1, "event": {"type": "ok", "data": {}}})
         await broker.publish(boom.encode(), topic=Topics.USERS)
         await broker.publish(fine.encode(), topic=Topics.USERS)
-    await client.drop_database(database)
-    await client.close()
     assert [json.loads(d)["svixId"] for d in dead] == ["m1"]
     assert applied == ["m2"]
