@@ -103,14 +103,36 @@ def test_a_production_process_without_settings_stops_with_one_line(
     assert result.stderr == f"siteview: missing required setting {variable}\n"
 
 
-def test_a_production_gateway_with_a_broker_but_no_secret_names_the_secret() -> None:
+@pytest.mark.parametrize(
+    ("argv", "settings", "variable"),
+    [
+        (
+            ["siteview_webhooks"],
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+        ),
+        (
+            ["siteview_payments", "api"],
+            {"MONGODB_URL": "mongodb://127.0.0.1:1", "CLERK_JWT_KEY": "pem"},
+            "CURSOR_SECRET",
+        ),
+        (
+            ["siteview_videos", "api"],
+            {"MONGODB_URL": "mongodb://127.0.0.1:1", "CLERK_JWT_KEY": "pem"},
+            "CURSOR_SECRET",
+        ),
+    ],
+)
+def test_a_production_process_with_some_settings_names_the_next_missing_one(
+    argv: list[str], settings: dict[str, str], variable: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "siteview_webhooks"],
-        env={"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        [sys.executable, "-m", *argv],
+        env={"PATH": "/usr/bin:/bin", **settings},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr == "siteview: missing required setting CLERK_WEBHOOK_SIGNING_SECRET\n"
+    assert result.stderr == f"siteview: missing required setting {variable}\n"

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from siteview_common.mongo import preflight
 from siteview_common.runtime import WorkerSettings
 from siteview_common.serve import serve
-from siteview_common.settings import load_settings
+from siteview_common.settings import PaginationSettings, load_settings
 
 S = TypeVar("S", bound=WorkerSettings)
 
@@ -22,19 +22,26 @@ API_REQUIRED = ("mongo_url", "jwt_public_key")
 WORKER_REQUIRED = ("mongo_url", "kafka_servers")
 
 
+def api_required(settings_class: type[WorkerSettings]) -> tuple[str, ...]:
+    """What an API must have at start: an API that pages (its settings carry a cursor secret)
+    needs that secret too."""
+    if issubclass(settings_class, PaginationSettings):
+        return (*API_REQUIRED, "cursor_signing_secret")
+    return API_REQUIRED
+
+
 def run_service(
     service: str,
     settings_class: type[S],
     *,
     api: Callable[[S], FastAPI],
     worker: Callable[[S], FastAPI],
-    api_required: tuple[str, ...] = API_REQUIRED,
 ) -> None:
     parser = argparse.ArgumentParser(prog=f"siteview-{service}")
     parser.add_argument("process", choices=["api", "worker"], help="which process type to run")
     process = parser.parse_args().process
     if process == "api":
-        settings = load_settings(settings_class, *api_required)
+        settings = load_settings(settings_class, *api_required(settings_class))
         preflight(settings)
         serve(api(settings), settings, f"{service}-api")
     else:
