@@ -157,19 +157,20 @@ def stack(backend: Backend, signing_key: KeyPair, run_id: str) -> Iterator[Stack
         supervisor.stop_all()
 
 
-def free_port_block(size: int = 110) -> int:
-    """A base port whose block [base, base + size) is free now."""
+def free_port_block() -> int:
+    """A base port from which every process of `service_specs` finds its port free now."""
     import socket
 
+    offsets = [spec.port for spec in service_specs(base_port=0)]
     for _ in range(50):
         base = free_port()
-        if base + size > 65535:
+        if base + max(offsets) > 65535:
             continue
         sockets = []
         try:
-            for port in (base, base + 1, base + 2, base + 3, base + 101, base + 102, base + 103):
+            for offset in offsets:
                 sock = socket.socket()
-                sock.bind(("127.0.0.1", port))
+                sock.bind(("127.0.0.1", base + offset))
                 sockets.append(sock)
         except OSError:
             continue

@@ -15,6 +15,8 @@ from typing import IO
 
 import httpx
 
+from siteview_common.cli import WORKER_PORT_OFFSET
+
 NAME_WIDTH = 15
 
 
@@ -33,7 +35,7 @@ SERVICES = ("users", "payments", "videos")
 
 
 def service_specs(base_port: int = 8000, services: Iterable[str] = SERVICES) -> list[ProcessSpec]:
-    """Every process of the system, on DESIGN's ports (workers serve health on API port + 100)."""
+    """Every process of the system, on DESIGN's ports (workers: their API's port + 100)."""
     specs = [ProcessSpec("webhooks", "siteview_webhooks", (), base_port)]
     for service in services:
         if importlib.util.find_spec(f"siteview_{service}.__main__") is None:
@@ -41,7 +43,12 @@ def service_specs(base_port: int = 8000, services: Iterable[str] = SERVICES) -> 
         api_port = base_port + 1 + SERVICES.index(service)
         specs.append(ProcessSpec(f"{service}-api", f"siteview_{service}", ("api",), api_port))
         specs.append(
-            ProcessSpec(f"{service}-worker", f"siteview_{service}", ("worker",), api_port + 100)
+            ProcessSpec(
+                f"{service}-worker",
+                f"siteview_{service}",
+                ("worker",),
+                api_port + WORKER_PORT_OFFSET,
+            )
         )
     return specs
 
