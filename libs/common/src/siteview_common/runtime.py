@@ -100,7 +100,7 @@ async def _open_mongo(settings: MongoSettings, appname: str) -> AsyncMongoClient
 
 
 def worker_app(
-    name: str, settings: WorkerSettings, setup: Callable[[Runtime], Awaitable[None]]
+    name: str, settings: WorkerSettings, setup: Callable[[Runtime], Awaitable[object]]
 ) -> FastAPI:
     state: dict[str, Any] = {}
 

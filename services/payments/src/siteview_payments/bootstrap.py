@@ -32,10 +32,7 @@ async def consume_billing(runtime: Runtime) -> PaymentsRepository:
 
 
 def create_worker(settings: PaymentsSettings) -> FastAPI:
-    async def setup(runtime: Runtime) -> None:
-        await consume_billing(runtime)
-
-    return worker_app("payments-worker", settings, setup)
+    return worker_app("payments-worker", settings, consume_billing)
 
 
 def create_api(settings: PaymentsSettings) -> FastAPI:
