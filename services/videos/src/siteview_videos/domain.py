@@ -3,9 +3,10 @@ event means for a user's videos.
 
 Deletion is soft: a deleted video keeps its document with `deletedAt` set and answers 404
 everywhere. A Clerk user's deletion is final: their live videos are soft-deleted and a tombstone
-(the user id and Clerk's deletion time) stays behind. The tombstone refuses new videos from that
-account, and bounds every replay of the deletion to videos created no later than the deletion
-time, so a replay never reaches a video the deletion did not.
+(the user id, Clerk's deletion time and when this service first applied it) stays behind. The
+tombstone refuses new videos from that account, and bounds every replay of the deletion to
+videos created up to `cascade_cutoff`, so a replay never reaches a video the first application
+could not have seen.
 """
 
 from __future__ import annotations
