@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -155,3 +157,9 @@ async def dead_letter_headers(kafka: str, dlq_topic: str, svix_id: str) -> dict[
                             return headers
     finally:
         await consumer.stop()
+
+
+def run_module(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m <argv>` with exactly `env`, its output captured."""
+    argv = [sys.executable, "-m", *argv]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)

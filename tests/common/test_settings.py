@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from siteview_common.dev import DEV_JWT_PUBLIC_KEY, DEV_WEBHOOK_SECRET
@@ -14,6 +11,7 @@ from siteview_common.settings import (
     WebhookSecretSettings,
     load_settings,
 )
+from support import run_module
 
 CLEAR = (
     "APP_ENV",
@@ -91,14 +89,7 @@ def test_a_malformed_setting_names_the_variable(
 def test_a_production_process_without_settings_stops_with_one_line(
     argv: list[str], variable: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", *argv],
-        env={"PATH": "/usr/bin:/bin", "APP_ENV": "production"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module(argv, {"PATH": "/usr/bin:/bin", "APP_ENV": "production"})
     assert result.returncode == 2
     assert result.stderr == f"siteview: missing required setting {variable}\n"
 
@@ -126,13 +117,6 @@ def test_a_production_process_without_settings_stops_with_one_line(
 def test_a_production_process_with_some_settings_names_the_next_missing_one(
     argv: list[str], settings: dict[str, str], variable: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", *argv],
-        env={"PATH": "/usr/bin:/bin", **settings},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module(argv, {"PATH": "/usr/bin:/bin", **settings})
     assert result.returncode == 2
     assert result.stderr == f"siteview: missing required setting {variable}\n"

@@ -3,29 +3,15 @@ every process of the running system answers its health, readiness and metrics en
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 import pytest
 
 from conftest import Backend, Stack
 from siteview_devstack.broker import free_port
 from siteview_devstack.processes import ProcessSpec, Supervisor, base_env
-from support import KeyPair
+from support import KeyPair, run_module
 
 pytestmark = pytest.mark.e2e
-
-
-def run_module(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
