@@ -14,15 +14,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Gauge, Histogram
-from pymongo import ASCENDING
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
 
 from siteview_common.events import (
     HEADER_DLQ_REASON,
@@ -33,6 +29,7 @@ from siteview_common.events import (
     PublishedEvent,
     Topics,
 )
+from siteview_common.ledger import EventLedger
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +43,6 @@ END_TO_END_LAG = Gauge(
     "siteview_event_lag_seconds", "Gateway receipt to apply, last batch", ["group"]
 )
 
-#: How long the ledger remembers a Svix id: longer than Clerk's retry schedule (~28 h) and
-#: the dashboard replays operators run after an incident.
-LEDGER_TTL_SECONDS = 30 * 24 * 3600
-
 
 @dataclass(frozen=True, slots=True)
 class Inbound(Generic[C]):
@@ -59,36 +52,6 @@ class Inbound(Generic[C]):
 
 Parse = Callable[[PublishedEvent], C | None]
 Apply = Callable[[Sequence[C]], Awaitable[None]]
-
-
-class EventLedger:
-    """The Svix ids a service has applied, with a TTL index."""
-
-    def __init__(self, collection: AsyncCollection[Any]) -> None:
-        self._collection = collection
-
-    async def create_indexes(self) -> None:
-        await self._collection.create_index(
-            [("appliedAt", ASCENDING)], expireAfterSeconds=LEDGER_TTL_SECONDS
-        )
-
-    async def seen(self, svix_ids: Sequence[str]) -> set[str]:
-        if not svix_ids:
-            return set()
-        docs = self._collection.find({"_id": {"$in": list(svix_ids)}}, {"_id": 1})
-        return {doc["_id"] async for doc in docs}
-
-    async def record(self, svix_ids: Sequence[str]) -> None:
-        if not svix_ids:
-            return
-        now = datetime.now(UTC)
-        try:
-            await self._collection.insert_many(
-                [{"_id": sid, "appliedAt": now} for sid in svix_ids], ordered=False
-            )
-        except BulkWriteError as exc:  # already recorded by an earlier, interrupted attempt
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
