@@ -9,11 +9,11 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: dev test lint fmt bench clean help
+.PHONY: dev test engines lint fmt bench clean help
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,11 +23,19 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml service
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
-dev: $(VENV)/.synced  ## run the whole system on the embedded stack (Ctrl-C stops it)
+dev: $(VENV)/.synced  ## run the whole system (embedded; ENGINES=1: Apache Kafka + FerretDB)
+ifeq ($(ENGINES),1)
+	$(VENV)/bin/siteview-engines provision
+	APP_ENV=$${APP_ENV:-development} SITEVIEW_DEV_ENGINES=1 $(VENV)/bin/siteview-dev
+else
 	APP_ENV=$${APP_ENV:-development} $(VENV)/bin/siteview-dev
+endif
 
-test: $(VENV)/.synced  ## run the test suite
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+engines: $(VENV)/.synced  ## provision Apache Kafka and FerretDB into .tools/engines
+	$(VENV)/bin/siteview-engines provision
+
+test: $(VENV)/.synced  ## the suite on the embedded stack, then on Apache Kafka + FerretDB
+	$(VENV)/bin/python -m siteview_devstack.testrun $(PYTEST_ARGS)
 
 bench: $(VENV)/.synced  ## benchmark the webhook → API pipeline on a stack it starts
 	$(VENV)/bin/python bench/pipeline.py $(BENCH_ARGS)

@@ -1,15 +1,20 @@
-"""Backends and the running system, chosen as DESIGN says: KAFKA_BOOTSTRAP_SERVERS and
-MONGODB_URL when set; else testcontainers' Kafka and MongoDB when a Docker engine answers;
-else the embedded stack (Tansu + the MongoDB wire-protocol stand-in). The same tests run on all.
+"""Backends and the running system. `SITEVIEW_TEST_BACKEND` names one (`env`, `testcontainers`,
+`engines`, `embedded`; `make test` runs the embedded and the engines passes this way). Unset,
+the order is DESIGN's: KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL when set; else testcontainers'
+Kafka and MongoDB when a Docker engine answers; else Apache Kafka + FerretDB when `make engines`
+provisioned them; else the embedded stack (Tansu + the MongoDB wire-protocol stand-in). The
+same tests run on all; services run with APP_ENV=production on every backend but the stand-in.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +43,11 @@ class Backend:
     def is_standin(self) -> bool:
         return self.name == "embedded"
 
+    @property
+    def app_env(self) -> str:
+        """Services run as in production, except on the stand-in, which production refuses."""
+        return "development" if self.is_standin else "production"
+
 
 def _docker_answers() -> bool:
     try:
@@ -58,6 +68,19 @@ def _testcontainers(stack: ExitStack) -> Backend:
     return Backend("testcontainers", kafka.get_bootstrap_server(), mongo.get_connection_url())
 
 
+def _engines(stack: ExitStack) -> Backend:
+    from siteview_devstack.engines import FerretDBServer, KafkaServer
+
+    data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="siteview-engines-")))
+    kafka = KafkaServer(data_dir=data / "kafka", port=free_port())
+    stack.callback(kafka.stop)
+    kafka.start()
+    mongo = FerretDBServer(data_dir=data / "ferretdb", port=free_port())
+    stack.callback(mongo.stop)
+    mongo.start()
+    return Backend("engines", kafka.bootstrap_servers, mongo.url)
+
+
 def _embedded(stack: ExitStack) -> Backend:
     from siteview_devstack.mongo.server import start_in_thread
 
@@ -68,14 +91,35 @@ def _embedded(stack: ExitStack) -> Backend:
     return Backend("embedded", broker.bootstrap_servers, standin.url)
 
 
+BACKENDS = ("env", "testcontainers", "engines", "embedded")
+
+
+def _choose_backend() -> str:
+    if chosen := os.environ.get("SITEVIEW_TEST_BACKEND"):
+        if chosen not in BACKENDS:
+            raise pytest.UsageError(f"SITEVIEW_TEST_BACKEND must be one of {', '.join(BACKENDS)}")
+        return chosen
+    from siteview_devstack.engines import is_provisioned, missing_toolchains
+
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
+        return "env"
+    if _docker_answers():
+        return "testcontainers"
+    if not missing_toolchains() and is_provisioned():
+        return "engines"
+    return "embedded"
+
+
 @pytest.fixture(scope="session")
 def backend() -> Iterator[Backend]:
     with ExitStack() as stack:
-        kafka, mongo = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("MONGODB_URL")
-        if kafka and mongo:
-            yield Backend("env", kafka, mongo)
-        elif _docker_answers():
+        chosen = _choose_backend()
+        if chosen == "env":
+            yield Backend("env", os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["MONGODB_URL"])
+        elif chosen == "testcontainers":
             yield _testcontainers(stack)
+        elif chosen == "engines":
+            yield _engines(stack)
         else:
             yield _embedded(stack)
 
@@ -112,7 +156,7 @@ def signing_key() -> KeyPair:
 def service_env(backend: Backend, signing_key: KeyPair, run_id: str) -> dict[str, str]:
     env = base_env()
     env.update(
-        APP_ENV="development",  # the stand-in is refused otherwise; every secret is explicit
+        APP_ENV=backend.app_env,  # every secret below is explicit, as production requires
         KAFKA_BOOTSTRAP_SERVERS=backend.kafka,
         MONGODB_URL=backend.mongo,
         CLERK_WEBHOOK_SIGNING_SECRET=TEST_WEBHOOK_SECRET,
@@ -179,3 +223,7 @@ def free_port_block() -> int:
                 sock.close()
         return base
     raise RuntimeError("no free block of ports")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"siteview backend: {_choose_backend()}"

@@ -1,0 +1,337 @@
+"""Real engines without Docker: Apache Kafka and FerretDB, built from the package registries.
+
+- **Apache Kafka**: the broker's own server jars (`org.apache.kafka:kafka_2.13`) and their
+  runtime dependencies, resolved by Maven with checksums checked, run as one KRaft node that
+  is both broker and controller (`java -cp … kafka.Kafka server.properties`).
+- **FerretDB v1**: a MongoDB-compatible server over SQLite, built by Go (checksums from our
+  `go.sum`) as a ten-line program that embeds its `ferretdb` package.
+
+`make engines` provisions both into `.tools/engines/` at the versions pinned in
+`libs/devstack/engines/` and prints what it built; a second run does nothing. The test suite's
+`engines` backend and `make dev ENGINES=1` start them from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from siteview_devstack.broker import free_port, wait_for_port
+
+KAFKA_VERSION = "3.9.1"
+FERRETDB_VERSION = "1.24.2"
+
+REPO = Path(__file__).resolve().parents[4]
+SOURCES = REPO / "libs" / "devstack" / "engines"
+ENGINES_DIR = Path(os.environ.get("SITEVIEW_ENGINES_DIR") or REPO / ".tools" / "engines")
+KAFKA_HOME = ENGINES_DIR / f"kafka-{KAFKA_VERSION}"
+FERRETDB_BIN = ENGINES_DIR / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+
+TOOLCHAINS = ("java", "mvn", "go")
+
+
+class EngineError(RuntimeError):
+    """An engine could not be provisioned or did not start."""
+
+
+def missing_toolchains() -> list[str]:
+    """The commands the engines need that this machine lacks."""
+    return [tool for tool in TOOLCHAINS if shutil.which(tool) is None]
+
+
+def is_provisioned() -> bool:
+    return _up_to_date(KAFKA_HOME, _kafka_inputs()) and _up_to_date(
+        FERRETDB_BIN.parent, _ferretdb_inputs()
+    )
+
+
+# --- provisioning -------------------------------------------------------------------------
+
+
+def _kafka_inputs() -> list[Path]:
+    return [SOURCES / "kafka" / "pom.xml"]
+
+
+def _ferretdb_inputs() -> list[Path]:
+    return [SOURCES / "ferretdb" / name for name in ("go.mod", "go.sum", "main.go")]
+
+
+def _fingerprint(inputs: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _up_to_date(home: Path, inputs: list[Path]) -> bool:
+    stamp = home / ".provisioned"
+    return stamp.is_file() and stamp.read_text().strip() == _fingerprint(inputs)
+
+
+def _run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=1800
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise EngineError(f"{' '.join(argv[:3])} … failed ({result.returncode}):\n{tail}")
+
+
+def provision_kafka() -> bool:
+    """Copy Kafka's server jars into KAFKA_HOME/libs; False when already there."""
+    if _up_to_date(KAFKA_HOME, _kafka_inputs()):
+        return False
+    staging = Path(tempfile.mkdtemp(prefix="kafka-", dir=ENGINES_DIR))
+    try:
+        # -C: fail on a checksum mismatch instead of warning (Maven's own verification).
+        _run(
+            [
+                "mvn",
+                "--batch-mode",
+                "--quiet",
+                "--strict-checksums",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging / 'libs'}",
+            ],
+            cwd=SOURCES / "kafka",
+        )
+        (staging / ".provisioned").write_text(_fingerprint(_kafka_inputs()) + "\n")
+        shutil.rmtree(KAFKA_HOME, ignore_errors=True)
+        staging.rename(KAFKA_HOME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(SOURCES / "kafka" / "target", ignore_errors=True)
+    return True
+
+
+def provision_ferretdb() -> bool:
+    """Build the FerretDB server into FERRETDB_BIN; False when already built."""
+    home = FERRETDB_BIN.parent
+    if _up_to_date(home, _ferretdb_inputs()):
+        return False
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GOFLAGS": "-mod=readonly",  # go.sum is the law: a changed checksum fails the build
+        "GOTOOLCHAIN": "local",
+        "CGO_ENABLED": "0",
+    }
+    partial = home / "ferretdb.partial"
+    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / "ferretdb", env=env)
+    partial.rename(FERRETDB_BIN)
+    (home / ".provisioned").write_text(_fingerprint(_ferretdb_inputs()) + "\n")
+    return True
+
+
+def provision(out: IO[str] = sys.stdout) -> None:
+    """Provision both engines, saying what was built and what was already there."""
+    if missing := missing_toolchains():
+        raise EngineError(f"cannot provision the engines: {', '.join(missing)} not found")
+    ENGINES_DIR.mkdir(parents=True, exist_ok=True)
+    for name, version, step, where in (
+        ("Apache Kafka", KAFKA_VERSION, provision_kafka, KAFKA_HOME),
+        ("FerretDB", FERRETDB_VERSION, provision_ferretdb, FERRETDB_BIN),
+    ):
+        started = time.monotonic()
+        built = step()
+        took = f" in {time.monotonic() - started:.0f} s" if built else ""
+        state = f"built{took}" if built else "up to date"
+        print(f"engines: {name} {version} {state}: {where.relative_to(REPO)}", file=out)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class KafkaServer:
+    """One Apache Kafka node in KRaft mode (broker and controller), data in `data_dir`.
+
+    The log directory is formatted on first start and reused after, so topics and committed
+    offsets survive a restart."""
+
+    data_dir: Path
+    port: int = 9092
+    host: str = "127.0.0.1"
+    controller_port: int = 0
+    heap: str = "512m"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "kafka.log"
+
+    def _properties(self) -> str:
+        controller = f"{self.host}:{self.controller_port}"
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{controller}",
+                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{controller}",
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self.data_dir / 'logs'}",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "min.insync.replicas=1",
+                # Our processes create their topics; a typo must not create one silently.
+                "auto.create.topics.enable=false",
+                # A group forms at once instead of waiting 3 s for more members.
+                "group.initial.rebalance.delay.ms=0",
+                "",
+            ]
+        )
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+            "-cp",
+            str(KAFKA_HOME / "libs" / "*"),
+            main,
+            *args,
+        ]
+
+    def start(self, timeout: float = 90.0) -> KafkaServer:
+        if not _up_to_date(KAFKA_HOME, _kafka_inputs()):
+            raise EngineError("Apache Kafka is not provisioned: run `make engines`")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.controller_port:
+            self.controller_port = free_port()
+        config = self.data_dir / "server.properties"
+        config.write_text(self._properties())
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            _run(
+                self._java(
+                    "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)
+                ),
+                cwd=self.data_dir,
+            )
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(config)),
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while "Kafka Server started" not in _tail(self.log_file, 200):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise EngineError(f"Apache Kafka did not start:\n{_tail(self.log_file)}")
+            time.sleep(0.1)
+        wait_for_port(self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
+@dataclass
+class FerretDBServer:
+    """FerretDB on SQLite, its databases in `data_dir` (kept across restarts)."""
+
+    data_dir: Path
+    port: int = 27017
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "ferretdb.log"
+
+    def start(self, timeout: float = 30.0) -> FerretDBServer:
+        if not _up_to_date(FERRETDB_BIN.parent, _ferretdb_inputs()):
+            raise EngineError("FerretDB is not provisioned: run `make engines`")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(FERRETDB_BIN),
+                    f"--listen-addr={self.host}:{self.port}",
+                    f"--data-dir={self.data_dir / 'sqlite'}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_for_port(self.host, self.port, timeout=timeout)
+        except TimeoutError:
+            self.stop()
+            raise EngineError(f"FerretDB did not start:\n{_tail(self.log_file)}") from None
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="siteview-engines", description="Provision Apache Kafka and FerretDB."
+    )
+    parser.add_argument("command", choices=["provision", "check"])
+    args = parser.parse_args()
+    try:
+        if args.command == "provision":
+            provision()
+        elif not is_provisioned():
+            raise EngineError("the engines are not provisioned: run `make engines`")
+    except EngineError as exc:
+        print(f"siteview-engines: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
