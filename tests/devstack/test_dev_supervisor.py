@@ -170,7 +170,14 @@ def test_a_crashed_service_process_is_restarted_and_the_stores_keep_their_events
         )
         assert gateway.deliver(updated).status_code == 202
         assert eventually(lambda: (p := profile()) and p["name"] == "Grace Lovelace")
-        assert dev.popen.poll() is None
+
+        # Ctrl-C (the terminal signals the supervisor's process group, not its children's)
+        # still stops everything in order.
+        everything = dev.children()
+        dev.popen.send_signal(signal.SIGINT)
+        assert dev.popen.wait(timeout=60) == 0
+        assert all(gone(child) for child in everything.values())
+        assert eventually(lambda: dev.lines[-1].endswith("| stopped"))  # the output drains
 
 
 @pytest.mark.e2e
@@ -191,6 +198,27 @@ def test_every_child_dies_with_a_killed_supervisor() -> None:
         eventually(lambda: all(gone(child) for child in children.values()), timeout=10)
         for port in (base, broker_port, mongo_port):  # the next `make dev` can bind them
             assert eventually(lambda port=port: not port_in_use(port), timeout=10)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_dead_broker_is_said_loudly_and_stops_everything() -> None:
+    base, broker_port, mongo_port = free_port_block(), free_port(), free_port()
+    args = ("--base-port", str(base), "--services", "none")
+    args += ("--broker-port", str(broker_port), "--mongo-port", str(mongo_port))
+    with dev_command(*args) as dev:
+        dev.wait_for(BANNER)
+        children = dev.children()
+        children["tansu"].send_signal(signal.SIGKILL)
+
+        assert dev.popen.wait(timeout=60) == 1
+        assert all(gone(child) for child in children.values())
+        eventually(lambda: dev.lines[-1].endswith("| stopped"))
+        assert (
+            "THE BROKER DIED: tansu exited with -9; every event it held (in memory) is gone."
+            in dev.output()
+        )
+        assert "restarting" not in dev.output()
 
 
 def test_taken_ports_stop_it_before_anything_starts_naming_who_holds_them() -> None:
