@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, PyMongoError
 
 from siteview_common.settings import MongoSettings, exit_with
 
@@ -20,14 +21,41 @@ class StandInRefusedError(RuntimeError):
     pass
 
 
-def make_mongo_client(settings: MongoSettings, **options: Any) -> AsyncMongoClient[Any]:
+def make_mongo_client(
+    settings: MongoSettings, *, bounded: bool = False, **options: Any
+) -> AsyncMongoClient[Any]:
+    """A client for `MONGODB_URL`. `bounded` (the APIs): every operation, including finding a
+    server and connecting to it, ends within `MONGODB_TIMEOUT_SECONDS` (PyMongo's client-side
+    operation timeout, `timeoutMS`), so a database that is down or does not answer costs a
+    request that long and no more. Options written in `MONGODB_URL` take precedence."""
+    timeout_ms = round(settings.mongodb_timeout_seconds * 1000)
+    bounds: dict[str, Any] = {"serverSelectionTimeoutMS": 5000}
+    if bounded:
+        bounds = {
+            "timeoutMS": timeout_ms,
+            "serverSelectionTimeoutMS": timeout_ms,
+            "connectTimeoutMS": timeout_ms,
+        }
+    in_url = _url_option_names(settings.mongo_url)
     return AsyncMongoClient(
         settings.mongo_url,
         tz_aware=True,
-        serverSelectionTimeoutMS=5000,
         appname=options.pop("appname", "siteview"),
+        **{name: value for name, value in bounds.items() if name.lower() not in in_url},
         **options,
     )
+
+
+def _url_option_names(url: str) -> set[str]:
+    """The (lower-cased) option names in a MongoDB URL's query string."""
+    query = url.partition("?")[2]
+    return {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The error says the database is down, unreachable or did not answer in time (as opposed
+    to a bug in what we asked): worth a 503 and a retry, not a 500."""
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
 
 async def check_server(client: AsyncMongoClient[Any], settings: MongoSettings) -> None:

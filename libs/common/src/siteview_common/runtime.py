@@ -89,8 +89,12 @@ class Runtime:
         )(handle)
 
 
-async def _open_mongo(settings: MongoSettings, appname: str) -> AsyncMongoClient[Any]:
-    client = make_mongo_client(settings, appname=appname)
+async def _open_mongo(
+    settings: MongoSettings, appname: str, *, bounded: bool = False
+) -> AsyncMongoClient[Any]:
+    """A client whose server is checked (the stand-in is refused outside development);
+    `bounded`: every operation within MONGODB_TIMEOUT_SECONDS (see `make_mongo_client`)."""
+    client = make_mongo_client(settings, bounded=bounded, appname=appname)
     try:
         await check_server(client, settings)
     except BaseException:
@@ -146,7 +150,9 @@ def api_app(
 ) -> FastAPI:
     """An authenticated API process. The session-token verifier (and, for settings with a
     cursor secret, the cursor codec) are built here, MongoDB is opened in the lifespan, and
-    `setup` puts the service's read side on `app.state` for its routes' dependencies."""
+    `setup` puts the service's read side on `app.state` for its routes' dependencies. Every
+    database operation ends within MONGODB_TIMEOUT_SECONDS; one that fails because the
+    database is unavailable answers 503 (see `webapp`)."""
     state: dict[str, Any] = {}
     verifier = ClerkTokenVerifier.from_settings(settings)
     codec = (
@@ -157,7 +163,7 @@ def api_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        mongo = await _open_mongo(settings, name)
+        mongo = await _open_mongo(settings, name, bounded=True)
         app.state.verifier = verifier
         app.state.cursor_codec = codec
         try:
@@ -178,4 +184,5 @@ def api_app(
         lifespan=lifespan,
         checks={"database": mongo_ready},
         routers=routers,
+        check_timeout=settings.mongodb_timeout_seconds,
     )

@@ -84,6 +84,9 @@ class KafkaSettings(CommonSettings):
 
 class MongoSettings(CommonSettings):
     mongodb_url: str | None = None
+    #: Bounds an API's database work: finding a server, connecting, and each operation. A
+    #: database that is down or does not answer costs a request this long, then 503.
+    mongodb_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @property
     def mongo_url(self) -> str:

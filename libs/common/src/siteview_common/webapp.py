@@ -1,10 +1,11 @@
-"""The FastAPI shell every process shares: errors as `{"detail": ...}` without internals,
-CORS, request metrics, and `/healthz`, `/readyz`, `/metrics`."""
+"""The FastAPI shell every process shares: errors as `{"detail": ...}` without internals
+(503 when the database is unavailable), CORS, request metrics, and `/healthz`, `/readyz`,
+`/metrics`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -13,9 +14,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from siteview_common.mongo import is_unavailable
 from siteview_common.pagination import InvalidCursorError
 from siteview_common.settings import CommonSettings
 
@@ -23,15 +28,36 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
-HTTP_REQUESTS = Counter(
-    "siteview_http_requests_total", "HTTP requests served", ["method", "route", "status"]
-)
-HTTP_LATENCY = Histogram(
-    "siteview_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+#: How long one readiness check may take before it counts as failed.
+DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
+#: What a 503 for an unavailable database tells clients to wait before retrying.
+RETRY_AFTER_SECONDS = 5
+
+#: Every response, by route template and exact status (`siteview_http_requests_total`), with
+#: latency histograms (`siteview_http_request_duration_seconds` by route,
+#: `siteview_http_request_duration_highr_seconds` overall) and request/response sizes. Made
+#: once per process, so every app built here records into the same series.
+_HTTP_METRICS = instrumentator_metrics.default(
+    metric_namespace="siteview",
+    latency_lowr_buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 
-def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+async def _bounded(name: str, check: ReadinessCheck, seconds: float) -> bool:
+    """One readiness check: false when it fails, raises or does not answer within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await check()
+    except TimeoutError:
+        log.warning("readiness check timed out", extra={"check": name, "seconds": seconds})
+    except Exception:
+        log.exception("readiness check failed", extra={"check": name})
+    return False
+
+
+def health_router(
+    checks: Mapping[str, ReadinessCheck], check_timeout: float = DEFAULT_CHECK_TIMEOUT_SECONDS
+) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -41,8 +67,11 @@ def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
 
     @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
     async def readyz() -> JSONResponse:
-        """Every dependency this process needs is reachable."""
-        results = {name: await check() for name, check in checks.items()}
+        """Every dependency this process needs is reachable (each check within a bound)."""
+        outcomes = await asyncio.gather(
+            *(_bounded(name, check, check_timeout) for name, check in checks.items())
+        )
+        results = dict(zip(checks, outcomes, strict=True))
         ready = all(results.values())
         body = {"status": "ok" if ready else "unavailable", "checks": results}
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -79,6 +108,20 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_unavailable(exc):
+        return await _unhandled_error(request, exc)
+    log.warning(
+        "database unavailable",
+        extra={"path": request.url.path, "error": type(exc).__name__},
+    )
+    return JSONResponse(
+        {"detail": "database unavailable"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def create_app(
     *,
     title: str,
@@ -87,11 +130,13 @@ def create_app(
     checks: Mapping[str, ReadinessCheck],
     routers: Sequence[APIRouter] = (),
     description: str = "",
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT_SECONDS,
 ) -> FastAPI:
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="1.0.0")
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidCursorError, _invalid_cursor)
+    app.add_exception_handler(PyMongoError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)
     if settings.cors_origins:
         app.add_middleware(
@@ -100,20 +145,17 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Added last, so it is the outermost of our middleware (only Starlette's error middleware,
+    # which turns an unhandled exception into the 500, is outside it: the instrumentator then
+    # records that request as a 500). A pure ASGI middleware: no per-request task or copy.
+    assert _HTTP_METRICS is not None
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,  # unknown paths share the handler label "none"
+        excluded_handlers=["^/metrics$"],
+    ).add(_HTTP_METRICS).instrument(app)
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        return response
-
-    app.include_router(health_router(checks))
+    app.include_router(health_router(checks, check_timeout))
     for router in routers:
         app.include_router(router)
     return app
