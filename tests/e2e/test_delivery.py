@@ -53,7 +53,6 @@ async def test_a_failed_write_is_redelivered_and_committed_only_after_it_applies
 
     broker = make_broker(settings, client_id="delivery-test")
     runtime = Runtime(settings, mongo_client, broker)
-    await runtime.ledger.create_indexes()
     runtime.consume(topic, group=group, parse=lambda event: event.svix_id, apply=apply)
     ids = [new_svix_id() for _ in range(3)]
     await broker.start()

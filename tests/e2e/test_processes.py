@@ -9,7 +9,7 @@ import pytest
 from conftest import Backend, Stack
 from siteview_devstack.broker import free_port
 from siteview_devstack.processes import ProcessSpec, Supervisor, base_env
-from support import KeyPair, run_module
+from support import TEST_ISSUER, KeyPair, run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +22,7 @@ def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
         APP_ENV="production",
         MONGODB_URL=backend.mongo,
         CLERK_JWT_KEY=signing_key.public_pem,
+        CLERK_ISSUER=TEST_ISSUER,
         PORT=str(free_port()),
         HOST="127.0.0.1",
     )
@@ -70,6 +71,7 @@ def test_an_unreachable_database_stops_the_process_with_one_line(signing_key: Ke
         APP_ENV="production",
         MONGODB_URL=f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500",
         CLERK_JWT_KEY=signing_key.public_pem,
+        CLERK_ISSUER=TEST_ISSUER,
         PORT=str(free_port()),
     )
     result = run_module(["siteview_users", "api"], env)

@@ -73,7 +73,7 @@ class ClerkTokenVerifier:
     def from_settings(cls, settings: ClerkAuthSettings) -> ClerkTokenVerifier:
         return cls(
             TokenPolicy(
-                issuer=settings.clerk_issuer,
+                issuer=settings.token_issuer,
                 authorized_parties=settings.clerk_authorized_parties,
                 audience=settings.clerk_audience,
                 leeway=settings.clerk_leeway_seconds,
@@ -128,6 +128,15 @@ class ClerkTokenVerifier:
         sid = claims.get("sid")
         return ClerkClaims(
             user_id=sub, session_id=sid if isinstance(sid, str) else None, claims=claims
+        )
+
+
+def warn_about_policy(settings: ClerkAuthSettings) -> None:
+    """At start: say so once when production accepts tokens meant for any origin."""
+    if not settings.clerk_authorized_parties and not settings.is_development:
+        log.warning(
+            "CLERK_AUTHORIZED_PARTIES is unset: the azp claim is not checked, so a session "
+            "token minted for any origin of this Clerk instance is accepted"
         )
 
 

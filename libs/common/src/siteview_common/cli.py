@@ -8,17 +8,19 @@ from typing import TypeVar
 
 from fastapi import FastAPI
 
+from siteview_common.auth import warn_about_policy
+from siteview_common.logs import configure_logging
 from siteview_common.mongo import preflight
-from siteview_common.runtime import WorkerSettings
+from siteview_common.runtime import ServiceSettings, WorkerSettings
 from siteview_common.serve import serve
 from siteview_common.settings import PaginationSettings, load_settings
 
-S = TypeVar("S", bound=WorkerSettings)
+S = TypeVar("S", bound=ServiceSettings)
 
 #: Worker processes serve health and metrics on the API's port + 100 unless PORT is set.
 WORKER_PORT_OFFSET = 100
 
-API_REQUIRED = ("mongo_url", "jwt_public_key")
+API_REQUIRED = ("mongo_url", "jwt_public_key", "token_issuer")
 WORKER_REQUIRED = ("mongo_url", "kafka_servers")
 
 
@@ -42,6 +44,8 @@ def run_service(
     process = parser.parse_args().process
     if process == "api":
         settings = load_settings(settings_class, *api_required(settings_class))
+        configure_logging(settings.log_level, f"{service}-api")
+        warn_about_policy(settings)
         preflight(settings)
         serve(api(settings), settings, f"{service}-api")
     else:

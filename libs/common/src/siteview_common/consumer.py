@@ -3,13 +3,18 @@ events the service already applied (the Svix-id ledger), send poison messages to
 dead-letter queue, apply the rest through the service's handler, then record them.
 
 Offsets are committed by the subscriber's ack policy only after all of this returned; when
-anything raises, the batch is rewound and redelivered, and since every write is idempotent the
-retry is harmless. A poison message never blocks its partition: it is parked in `<topic>.dlq`
-with the reason, and the partition moves on.
+anything raises, the batch is rewound and redelivered after a back-off, and since every write
+is idempotent the retry is harmless. A poison message never blocks its partition: it is parked
+in `<topic>.dlq` with the reason, and the partition moves on. A message whose *parse* fails is
+parked at once; a batch whose *apply* keeps failing the same way is redelivered a bounded
+number of times, then applied in halves until each failing command stands alone, and those are
+parked. A transient failure (an outage: see `failures.is_transient`) is never parked: its batch
+is redelivered, with a capped back-off, until it applies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Gauge, Histogram
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from siteview_common.events import (
     HEADER_DLQ_REASON,
@@ -29,7 +35,9 @@ from siteview_common.events import (
     PublishedEvent,
     Topics,
 )
+from siteview_common.failures import failure_class, is_transient
 from siteview_common.ledger import EventLedger
+from siteview_common.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +50,64 @@ BATCH_SECONDS = Histogram("siteview_batch_seconds", "Time to apply one batch", [
 END_TO_END_LAG = Gauge(
     "siteview_event_lag_seconds", "Gateway receipt to apply, last batch", ["group"]
 )
+REDELIVERIES = Counter(
+    "siteview_redeliveries_total",
+    "Failed batches rewound for redelivery, by failure class (transient or permanent)",
+    ["group", "failure"],
+)
+DEAD_LETTERS = Counter(
+    "siteview_dead_letters_total",
+    "Messages parked in a dead-letter queue, by stage (parse or apply) and error type",
+    ["group", "topic", "stage", "error"],
+)
+
+#: Longest `dlq-reason` header: the exception's type and message, cut to this many characters.
+DLQ_REASON_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound(Generic[C]):
     svix_id: str
     command: C
+    record: ConsumerRecord[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RedeliveryPolicy:
+    """How often a batch failing the same non-transient way is redelivered whole before its
+    commands are isolated, and how long to wait before each redelivery."""
+
+    max_redeliveries: int = 5
+    initial_seconds: float = 0.2
+    max_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: DeliverySettings) -> RedeliveryPolicy:
+        return cls(
+            settings.worker_max_redeliveries,
+            settings.worker_retry_initial_seconds,
+            settings.worker_retry_max_seconds,
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before redelivering after the `attempt`-th consecutive failure
+        (1-based): tenacity's exponential back-off from `initial_seconds`, doubling, with up
+        to `initial_seconds` of jitter, never more than `max_seconds`."""
+        wait = wait_exponential_jitter(
+            multiplier=self.initial_seconds, max=self.max_seconds, jitter=self.initial_seconds
+        )
+        state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = max(1, attempt)
+        return float(wait(state))
+
+
+@dataclass(slots=True)
+class _PartitionFailures:
+    """Consecutive failed deliveries of one partition from the same offset."""
+
+    offset: int
+    attempts: int = 0
+    permanent: int = 0
 
 
 Parse = Callable[[PublishedEvent], C | None]
@@ -66,7 +126,8 @@ class BatchProcessor(Generic[C]):
     command (None: not this service's business); it is pure, so whatever it raises (pydantic's
     `ValidationError`, `PoisonMessageError`, or a bug meeting unexpected input) would happen
     again on every redelivery: that message is dead-lettered. `apply` writes a batch of
-    commands; when it raises, the whole batch is redelivered."""
+    commands; when it raises, the whole batch is redelivered (`handle`), and when it keeps
+    raising the same non-transient way, the culprits are found and dead-lettered."""
 
     def __init__(
         self,
@@ -76,14 +137,64 @@ class BatchProcessor(Generic[C]):
         ledger: EventLedger,
         parse: Parse[C],
         apply: Apply[C],
+        policy: RedeliveryPolicy | None = None,
     ) -> None:
         self._group = group
         self._broker = broker
         self._ledger = ledger
         self._parse = parse
         self._apply = apply
+        self._policy = policy or RedeliveryPolicy()
+        self._failures: dict[tuple[str, int], _PartitionFailures] = {}
 
-    async def process(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    async def handle(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """One delivery of a batch. On failure: count it against each partition's starting
+        offset, wait the back-off, and re-raise so the subscriber rewinds the batch. Once a
+        batch starting there failed permanently more than `max_redeliveries` times, the next
+        delivery isolates the failing commands instead of applying the batch whole."""
+        starts = _starting_offsets(records)
+        tracked = [
+            failures
+            for key, offset in starts.items()
+            if (failures := self._failures.get(key)) is not None and failures.offset == offset
+        ]
+        isolate = any(f.permanent > self._policy.max_redeliveries for f in tracked)
+        try:
+            await self.process(records, isolate=isolate)
+        except Exception as exc:
+            kind = failure_class(exc)
+            attempt = 1 + max((f.attempts for f in tracked), default=0)
+            for key, offset in starts.items():
+                failures = self._failures.get(key)
+                if failures is None or failures.offset != offset:
+                    failures = self._failures[key] = _PartitionFailures(offset)
+                failures.attempts += 1
+                if kind == "permanent":
+                    failures.permanent += 1
+            delay = self._policy.delay(attempt)
+            REDELIVERIES.labels(self._group, kind).inc()
+            extra = {
+                "group": self._group,
+                "failure": kind,
+                "attempt": attempt,
+                "retryInSeconds": round(delay, 3),
+                "error": _reason(exc),
+            }
+            if kind == "transient":
+                log.warning("batch failed (transient); it will be redelivered", extra=extra)
+            else:
+                log.exception("batch failed; it will be redelivered", extra=extra)
+            await asyncio.sleep(delay)
+            raise
+        for key in starts:
+            self._failures.pop(key, None)
+
+    async def process(
+        self, records: Sequence[ConsumerRecord[Any, Any]], *, isolate: bool = False
+    ) -> None:
+        """Decode, skip what the ledger holds, dead-letter what cannot parse, apply the rest
+        and record it. `isolate`: apply in halves, dead-lettering each command that fails
+        alone for a non-transient reason (any transient failure still raises)."""
         started = time.perf_counter()
         inbound: list[Inbound[C]] = []
         received: list[int] = []
@@ -93,7 +204,7 @@ class BatchProcessor(Generic[C]):
                 event = PublishedEvent.model_validate_json(record.value or b"")
                 command = self._parse(event)
             except Exception as exc:  # parse is pure: it would fail the same way forever
-                await self._dead_letter(record, exc)
+                await self._dead_letter(record, exc, stage="parse")
                 continue
             if command is None:
                 self._count(record.topic, "ignored")
@@ -102,27 +213,60 @@ class BatchProcessor(Generic[C]):
                 self._count(record.topic, "duplicate")
                 continue
             seen_in_batch.add(event.svix_id)
-            inbound.append(Inbound(event.svix_id, command))
+            inbound.append(Inbound(event.svix_id, command, record))
             received.append(event.received_at)
 
         already = await self._ledger.seen([i.svix_id for i in inbound])
         fresh = [i for i in inbound if i.svix_id not in already]
-        if fresh:
+        applied = len(fresh)
+        if fresh and isolate:
+            log.warning(
+                "isolating the commands of a batch that keeps failing",
+                extra={"group": self._group, "commands": len(fresh)},
+            )
+            applied = await self._apply_in_halves(fresh)
+        elif fresh:
             await self._apply([i.command for i in fresh])
             await self._ledger.record([i.svix_id for i in fresh])
         topic = records[0].topic if records else ""
-        self._count(topic, "applied", len(fresh))
+        self._count(topic, "applied", applied)
         self._count(topic, "duplicate", len(already))
         BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
         if received:
             END_TO_END_LAG.labels(self._group).set(max(0.0, time.time() - max(received) / 1000))
 
+    async def _apply_in_halves(self, part: Sequence[Inbound[C]]) -> int:
+        """Apply each half of `part` (known to fail as a whole); a half that fails again is
+        split in turn, until a command failing on its own is dead-lettered. Each half that
+        applies is recorded at once, so a later transient failure does not apply it again.
+        Returns how many commands applied."""
+        middle = len(part) // 2
+        applied = 0
+        for half in (part[:middle], part[middle:]):
+            if not half:
+                continue
+            try:
+                await self._apply([i.command for i in half])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                if len(half) == 1:
+                    await self._dead_letter(half[0].record, exc, stage="apply")
+                else:
+                    applied += await self._apply_in_halves(half)
+                continue
+            await self._ledger.record([i.svix_id for i in half])
+            applied += len(half)
+        return applied
+
     def _count(self, topic: str, outcome: str, n: int = 1) -> None:
         if n:
             EVENTS.labels(self._group, topic, outcome).inc(n)
 
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"[:1000]
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], exc: Exception, *, stage: str
+    ) -> None:
+        reason = _reason(exc)
         log.warning(
             "dead-lettering message",
             extra={
@@ -130,6 +274,7 @@ class BatchProcessor(Generic[C]):
                 "partition": record.partition,
                 "offset": record.offset,
                 "eventId": _header(record, HEADER_EVENT_ID),
+                "stage": stage,
                 "reason": reason,
             },
         )
@@ -148,6 +293,22 @@ class BatchProcessor(Generic[C]):
             headers=headers,
         )
         self._count(record.topic, "dead_lettered")
+        DEAD_LETTERS.labels(self._group, record.topic, stage, type(exc).__name__).inc()
+
+
+def _reason(exc: BaseException) -> str:
+    """The exception's type and message, bounded: what `dlq-reason` and the logs carry."""
+    return f"{type(exc).__name__}: {exc}"[:DLQ_REASON_MAX_CHARS]
+
+
+def _starting_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[tuple[str, int], int]:
+    """Each (topic, partition) of a batch and its earliest offset there: where the subscriber
+    rewinds it to, so a redelivery of the same batch starts at the same offsets."""
+    starts: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        starts[key] = min(record.offset, starts.get(key, record.offset))
+    return starts
 
 
 __all__ = [
@@ -156,4 +317,5 @@ __all__ = [
     "EventLedger",
     "Inbound",
     "PoisonMessageError",
+    "RedeliveryPolicy",
 ]

@@ -7,7 +7,6 @@ Both serve `/healthz`, `/readyz` and `/metrics`; the API adds the service's rout
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,12 +20,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.auth import ClerkTokenVerifier
-from siteview_common.consumer import Apply, BatchProcessor, EventLedger, Parse
-from siteview_common.kafka import CONSUMER_OPTIONS, ensure_topics, make_broker
+from siteview_common.consumer import Apply, BatchProcessor, EventLedger, Parse, RedeliveryPolicy
+from siteview_common.events import Topics
+from siteview_common.kafka import CONSUMER_OPTIONS, all_topics, ensure_topics, make_broker
 from siteview_common.mongo import check_server, make_mongo_client, ping
 from siteview_common.pagination import CursorCodec
 from siteview_common.settings import (
     ClerkAuthSettings,
+    DeliverySettings,
     KafkaSettings,
     MongoSettings,
     PaginationSettings,
@@ -35,12 +36,10 @@ from siteview_common.webapp import create_app
 
 log = logging.getLogger(__name__)
 
-#: Pause before a failed batch is redelivered, so an outage does not become a hot loop.
-RETRY_BACKOFF_SECONDS = (0.2, 1.0, 5.0)
 
-
-class WorkerSettings(KafkaSettings, MongoSettings):
-    """A consuming service: its broker and its own database (MONGODB_DATABASE)."""
+class WorkerSettings(KafkaSettings, MongoSettings, DeliverySettings):
+    """A consuming service: its broker, its own database (MONGODB_DATABASE) and how it
+    redelivers failed batches (WORKER_*)."""
 
     mongodb_database: str = "app"
 
@@ -58,27 +57,27 @@ class Runtime:
         self.db: AsyncDatabase[Any] = mongo[settings.mongodb_database]
         self.broker = broker
         self.ledger = EventLedger(self.db["processed_events"])
+        #: The topics subscribed to, with their dead-letter topics: created at start.
+        self.topics: list[str] = []
 
     def consume(self, topic: str, *, group: str, parse: Parse[Any], apply: Apply[Any]) -> None:
-        """Batches of `topic` in consumer group `group`; offsets commit only after `apply`."""
+        """Batches of `topic` in consumer group `group`; offsets commit only after `apply`.
+        A failed batch is rewound and redelivered after a back-off (`BatchProcessor.handle`):
+        for as long as the failure is transient, else until its culprits are dead-lettered."""
         processor = BatchProcessor(
-            group=group, broker=self.broker, ledger=self.ledger, parse=parse, apply=apply
+            group=group,
+            broker=self.broker,
+            ledger=self.ledger,
+            parse=parse,
+            apply=apply,
+            policy=RedeliveryPolicy.from_settings(self.settings),
         )
-        failures = 0
+        self.topics += [topic, Topics.dlq(topic)]
 
         async def handle(message: KafkaMessage) -> None:
-            nonlocal failures
             raw = message.raw_message
             records = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-            try:
-                await processor.process(records)
-            except Exception:
-                delay = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS) - 1)]
-                failures += 1
-                log.exception("batch failed; it will be redelivered", extra={"group": group})
-                await asyncio.sleep(delay)
-                raise
-            failures = 0
+            await processor.handle(records)
 
         self.broker.subscriber(
             topic,
@@ -113,10 +112,10 @@ def worker_app(
         mongo = await _open_mongo(settings, name)
         broker = make_broker(settings, client_id=name)
         try:
-            await ensure_topics(settings)
             runtime = Runtime(settings, mongo, broker)
-            await runtime.ledger.create_indexes()
             await setup(runtime)
+            await ensure_topics(settings, [*all_topics(), *runtime.topics])
+            await runtime.ledger.create_indexes()
             await broker.start()
             state.update(mongo=mongo, broker=broker)
             log.info("worker started", extra={"database": settings.mongodb_database})

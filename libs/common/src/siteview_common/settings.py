@@ -68,6 +68,11 @@ class KafkaSettings(CommonSettings):
     #: Idempotent producers need broker support; the embedded broker (Tansu) has none.
     kafka_enable_idempotence: bool | None = None
     kafka_topic_partitions: int = Field(default=12, ge=1)
+    #: Replicas of each topic created at start; unset: min(3, brokers in the cluster).
+    kafka_replication_factor: int | None = Field(default=None, ge=1)
+    #: `min.insync.replicas` of each topic created at start; unset: replication factor - 1,
+    #: at least 1 (with acks=all, a write then survives the loss of one replica).
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
 
     @property
     def kafka_servers(self) -> str:
@@ -80,6 +85,18 @@ class KafkaSettings(CommonSettings):
         if self.kafka_enable_idempotence is not None:
             return self.kafka_enable_idempotence
         return not self.is_development
+
+
+class DeliverySettings(CommonSettings):
+    """How a worker redelivers a batch that failed."""
+
+    #: Redeliveries of a batch failing the same non-transient way before its culprits are
+    #: isolated and dead-lettered. Transient failures (outages) are redelivered forever.
+    worker_max_redeliveries: int = Field(default=5, ge=0)
+    #: Back-off before a redelivery: exponential from this many seconds, with jitter ...
+    worker_retry_initial_seconds: float = Field(default=0.2, gt=0)
+    #: ... capped at this many.
+    worker_retry_max_seconds: float = Field(default=10.0, gt=0)
 
 
 class MongoSettings(CommonSettings):
@@ -109,6 +126,16 @@ class ClerkAuthSettings(CommonSettings):
     @classmethod
     def _split_parties(cls, value: object) -> object:
         return split_list(value)
+
+    @property
+    def token_issuer(self) -> str | None:
+        """The issuer every token must carry: required outside development, where a token
+        from another Clerk instance signed with a key we trust must not pass."""
+        if self.clerk_issuer:
+            return self.clerk_issuer
+        if self.is_development:
+            return None
+        raise MissingSettingError("CLERK_ISSUER")
 
     @property
     def jwt_public_key(self) -> str | None:
