@@ -26,7 +26,7 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml service
 dev: $(VENV)/.synced  ## run the whole system (embedded; ENGINES=1: Apache Kafka + FerretDB)
 ifeq ($(ENGINES),1)
 	$(VENV)/bin/siteview-engines provision
-	APP_ENV=$${APP_ENV:-development} SITEVIEW_DEV_ENGINES=1 $(VENV)/bin/siteview-dev
+	APP_ENV=$${APP_ENV:-development} $(VENV)/bin/siteview-dev --engines
 else
 	APP_ENV=$${APP_ENV:-development} $(VENV)/bin/siteview-dev
 endif

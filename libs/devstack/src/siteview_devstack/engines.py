@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from siteview_devstack.broker import free_port, wait_for_port
+from siteview_devstack.processes import die_with_parent
 
 KAFKA_VERSION = "3.9.1"
 FERRETDB_VERSION = "1.24.2"
@@ -236,7 +237,9 @@ class KafkaServer:
             *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> KafkaServer:
+    def prepare(self) -> list[str]:
+        """Write the configuration, format the log directory on first use, and answer the
+        command that runs the broker."""
         if not _up_to_date(KAFKA_HOME, _kafka_inputs()):
             raise EngineError("Apache Kafka is not provisioned: run `make engines`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,13 +254,19 @@ class KafkaServer:
                 ),
                 cwd=self.data_dir,
             )
+        return self._java("kafka.Kafka", str(config))
+
+    def start(self, timeout: float = 90.0) -> KafkaServer:
+        """Run the broker as a child of this process (it dies with it), logging to a file."""
+        argv = self.prepare()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(config)),
+                argv,
                 cwd=self.data_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,
+                preexec_fn=die_with_parent(),
             )
         deadline = time.monotonic() + timeout
         while "Kafka Server started" not in _tail(self.log_file, 200):
@@ -290,20 +299,27 @@ class FerretDBServer:
     def log_file(self) -> Path:
         return self.data_dir / "ferretdb.log"
 
-    def start(self, timeout: float = 30.0) -> FerretDBServer:
+    def prepare(self) -> list[str]:
+        """The command that runs FerretDB on `data_dir`."""
         if not _up_to_date(FERRETDB_BIN.parent, _ferretdb_inputs()):
             raise EngineError("FerretDB is not provisioned: run `make engines`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            str(FERRETDB_BIN),
+            f"--listen-addr={self.host}:{self.port}",
+            f"--data-dir={self.data_dir / 'sqlite'}",
+        ]
+
+    def start(self, timeout: float = 30.0) -> FerretDBServer:
+        """Run FerretDB as a child of this process (it dies with it), logging to a file."""
+        argv = self.prepare()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    str(FERRETDB_BIN),
-                    f"--listen-addr={self.host}:{self.port}",
-                    f"--data-dir={self.data_dir / 'sqlite'}",
-                ],
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,
+                preexec_fn=die_with_parent(),
             )
         try:
             wait_for_port(self.host, self.port, timeout=timeout)

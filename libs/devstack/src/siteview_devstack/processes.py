@@ -154,7 +154,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 @cache
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """The function a child runs between fork and exec so the kernel SIGKILLs it when its
     parent dies (Linux only; elsewhere children only get a process group of their own)."""
     if not sys.platform.startswith("linux"):
@@ -190,7 +190,7 @@ def spawn(argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         process_group=0,
-        preexec_fn=_die_with_parent(),
+        preexec_fn=die_with_parent(),
     ).result()
 
 

@@ -13,7 +13,10 @@ is gone: that is said loudly and everything stops. Ctrl-C or SIGTERM stops it al
 die with this process even when it is killed (see processes.py).
 
 The broker and the database are pluggable: a starter in BROKERS / DATABASES turns the options
-into an `Engine` (its processes and the address the services get).
+into an `Engine` (its processes and the address the services get). `--engines` (`make dev
+ENGINES=1`) runs Apache Kafka and FerretDB instead, provisioned by `make engines`, with their
+data under `.data/`: it survives a restart of either engine (which is then restarted like a
+service) and of `make dev` itself.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ from siteview_common.dev import DEV_WEBHOOK_SECRET
 from siteview_common.kafka import ensure_topics
 from siteview_common.settings import KafkaSettings, load_settings
 from siteview_devstack.broker import TansuBroker
+from siteview_devstack.engines import (
+    FERRETDB_VERSION,
+    KAFKA_VERSION,
+    REPO,
+    EngineError,
+    FerretDBServer,
+    KafkaServer,
+)
 from siteview_devstack.processes import (
     SERVICES,
     SUPERVISOR_NAME,
@@ -120,8 +131,41 @@ def mongo_standin(options: Options) -> Engine:
     )
 
 
-BROKERS: dict[str, Callable[[Options], Engine]] = {"tansu": tansu}
-DATABASES: dict[str, Callable[[Options], Engine]] = {"standin": mongo_standin}
+#: Where `--engines` keeps Apache Kafka's and FerretDB's data.
+DATA_DIR = REPO / ".data"
+
+
+def apache_kafka(options: Options) -> Engine:
+    server = KafkaServer(data_dir=DATA_DIR / "kafka", port=options.broker_port)
+    argv = server.prepare()  # formats the log directory on first use
+    return Engine(
+        role="broker",
+        variable="KAFKA_BOOTSTRAP_SERVERS",
+        address=server.bootstrap_servers,
+        processes=(ProcessSpec.program("kafka", argv, options.broker_port, restart=True),),
+        note=f"Apache Kafka {KAFKA_VERSION}, data in .data/kafka, kept across restarts",
+        loss="the services cannot publish or consume until it is back",
+    )
+
+
+def ferretdb(options: Options) -> Engine:
+    port = options.database_port
+    server = FerretDBServer(data_dir=DATA_DIR / "ferretdb", port=port)
+    return Engine(
+        role="database",
+        variable="MONGODB_URL",
+        address=server.url,
+        processes=(ProcessSpec.program("ferretdb", server.prepare(), port, restart=True),),
+        note=f"FerretDB {FERRETDB_VERSION} on SQLite, data in .data/ferretdb, kept across restarts",
+        loss="the services cannot read or write until it is back",
+    )
+
+
+BROKERS: dict[str, Callable[[Options], Engine]] = {"tansu": tansu, "kafka": apache_kafka}
+DATABASES: dict[str, Callable[[Options], Engine]] = {
+    "standin": mongo_standin,
+    "ferretdb": ferretdb,
+}
 
 
 def engines_for(options: Options) -> list[Engine]:
@@ -149,8 +193,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         default=",".join(SERVICES),
         help="comma-separated services to run besides the gateway ('none': the gateway only)",
     )
-    parser.add_argument("--broker-port", type=int, default=9092, help="the embedded broker's")
-    parser.add_argument("--mongo-port", type=int, default=27017, help="the stand-in's")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="run on Apache Kafka + FerretDB (make engines) with data under .data/",
+    )
+    parser.add_argument("--broker-port", type=int, default=9092, help="the broker's")
+    parser.add_argument("--mongo-port", type=int, default=27017, help="the database's")
     args = parser.parse_args(argv)
     services = tuple(s for s in args.services.split(",") if s.strip() not in ("", "none"))
     if unknown := [s for s in services if s not in SERVICES]:
@@ -158,7 +207,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     return Options(
         base_port=args.base_port,
         services=services,
+        broker="kafka" if args.engines else "tansu",
         broker_port=args.broker_port,
+        database="ferretdb" if args.engines else "standin",
         database_port=args.mongo_port,
     )
 
@@ -215,7 +266,11 @@ async def unless_stopped(stop: asyncio.Event, work: Awaitable[Any]) -> bool:
 async def run(options: Options) -> int:
     os.environ.setdefault("APP_ENV", "development")
     settings = load_settings(KafkaSettings, "kafka_servers")
-    engines = engines_for(options)
+    try:
+        engines = engines_for(options)
+    except EngineError as exc:
+        print(f"siteview-dev: {exc}", file=sys.stderr)
+        return 2
     specs = service_specs(base_port=options.base_port, services=options.services)
 
     wanted = {spec.port: spec.name for engine in engines for spec in engine.processes}
