@@ -15,8 +15,11 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pymongo import MongoClient
 
 from siteview_common.events import HEADER_EVENT_ID
 from siteview_devstack.signing import sign
@@ -163,3 +166,56 @@ def run_module(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     """`python -m <argv>` with exactly `env`, its output captured."""
     argv = [sys.executable, "-m", *argv]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+# --- Markers: proof that a worker got past a point of a partition --------------------------
+
+#: Where a worker records the Svix ids it applied (its ledger), in the service's database.
+LEDGER_COLLECTION = "processed_events"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a producer puts `key` on: Kafka's default partitioner (murmur2 of the
+    key's bytes, as the Java client and aiokafka, under the gateway's producer, compute it)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def key_on_partition_of(key: str, partitions: int, prefix: str = "user_") -> str:
+    """A fresh id (`prefix` + random hex) that lands on the same partition as `key`: events
+    keyed by it are ordered after everything delivered before them for `key`."""
+    target = partition_of(key, partitions)
+    while True:
+        candidate = f"{prefix}{uuid.uuid4().hex}"
+        if partition_of(candidate, partitions) == target:
+            return candidate
+
+
+async def partition_count(kafka: str, topic: str) -> int:
+    """How many partitions `topic` has on the broker at `kafka`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    count = len(described["partitions"])
+    assert count > 0, f"topic {topic} has no partitions: {described}"
+    return count
+
+
+def partition_count_sync(kafka: str, topic: str) -> int:
+    """`partition_count` for synchronous tests (no event loop running in this thread)."""
+    return asyncio.run(partition_count(kafka, topic))
+
+
+def wait_in_ledger(mongo_url: str, database: str, svix_id: str, timeout: float = 30.0) -> None:
+    """Wait until the worker writing `database` recorded `svix_id` as applied. A worker records
+    a batch's ids only after the batch's writes returned, and applies a partition's batches
+    one after the other: once a marker's id is there, every event delivered before the marker
+    on the marker's partition has been applied (or found stale) too."""
+    client: MongoClient[Any] = MongoClient(mongo_url)
+    try:
+        ledger = client[database][LEDGER_COLLECTION]
+        eventually(lambda: ledger.find_one({"_id": svix_id}) is not None, timeout=timeout)
+    finally:
+        client.close()

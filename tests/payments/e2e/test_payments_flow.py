@@ -20,6 +20,7 @@ from support import (
     eventually_async,
     new_svix_id,
     new_user_id,
+    wait_in_ledger,
 )
 
 pytestmark = pytest.mark.e2e
@@ -51,12 +52,17 @@ def deliver(stack: Stack, event: dict[str, Any], svix_id: str | None = None) -> 
     assert response.status_code == 202, response.text
 
 
-def settle(stack: Stack, signing_key: KeyPair, user_id: str) -> None:
-    """Deliver a marker attempt on the user's key and wait for it: everything delivered before
-    it on the same partition has been applied by then."""
-    marker = new_id("pa")
-    deliver(stack, attempt_event(user_id, attempt_id=marker, created_at=1, updated_at=1))
-    eventually(lambda: attempt_with(stack, signing_key.token(user_id), marker, "pending"))
+def settle(stack: Stack, backend: Backend, signing_key: KeyPair, user_id: str) -> None:
+    """Deliver a marker attempt (a new one, so it hides nothing) on the user's key, and wait
+    until the worker recorded it in its ledger: the partition is consumed in order and a batch
+    is recorded only after all its writes (attempts, subscriptions, items) returned, so every
+    event delivered before it for this user has been applied or found stale by then. Seeing
+    the marker through the API would not be enough: it may sit in the same batch as the event
+    under test, whose write to another collection can still be running."""
+    marker, svix_id = new_id("pa"), new_svix_id()
+    deliver(stack, attempt_event(user_id, attempt_id=marker, created_at=1, updated_at=1), svix_id)
+    wait_in_ledger(backend.mongo, stack.databases["payments"], svix_id)
+    assert attempt_with(stack, signing_key.token(user_id), marker, "pending")
 
 
 def test_a_paid_checkout_is_readable_by_its_payer_before_the_user_is_ever_seen(
@@ -93,7 +99,7 @@ def test_a_paid_checkout_is_readable_by_its_payer_before_the_user_is_ever_seen(
 
 
 def test_reordered_and_duplicate_deliveries_converge_on_the_terminal_state(
-    stack: Stack, signing_key: KeyPair
+    stack: Stack, backend: Backend, signing_key: KeyPair
 ) -> None:
     uid = new_user_id()
     token = signing_key.token(uid)
@@ -108,8 +114,9 @@ def test_reordered_and_duplicate_deliveries_converge_on_the_terminal_state(
     deliver(stack, pending)  # the same state under another delivery id
     late = attempt_event(uid, attempt_id=pa, updated_at=1_775_831_999_000)
     deliver(stack, late)  # a newer clock, but a failed attempt is settled for good
-    settle(stack, signing_key, uid)
-    body = eventually(lambda: attempt_with(stack, token, pa, "failed"))
+    settle(stack, backend, signing_key, uid)
+    body = attempt_with(stack, token, pa, "failed")
+    assert body is not None, my_attempts(stack, token)
     assert body["failedReason"] == {"code": "card_declined", "declineCode": "insufficient_funds"}
     assert body["chargeType"] == "recurring"
     assert [a["id"] for a in my_attempts(stack, token)].count(pa) == 1
@@ -140,7 +147,7 @@ def test_the_latest_attempt_of_a_retried_payment_is_returned(
 
 
 def test_subscriptions_show_items_merged_with_their_own_events(
-    stack: Stack, signing_key: KeyPair
+    stack: Stack, backend: Backend, signing_key: KeyPair
 ) -> None:
     uid = new_user_id()
     token = signing_key.token(uid)
@@ -163,16 +170,11 @@ def test_subscriptions_show_items_merged_with_their_own_events(
         stack,
         subscription_event(uid, subscription_id=sub, items=[(free, "active")], updated_at=1_000),
     )
-    settle(stack, signing_key, uid)
-
-    def merged() -> list[dict[str, Any]] | None:
-        response = get(stack, "/subscriptions/me", token)
-        assert response.status_code == 200
-        body: list[dict[str, Any]] = response.json()
-        items = body[0]["items"] if body else []
-        return body if [i["status"] for i in items] == ["ended", "past_due"] else None
-
-    [view] = eventually(merged)
+    settle(stack, backend, signing_key, uid)
+    response = get(stack, "/subscriptions/me", token)
+    assert response.status_code == 200
+    [view] = response.json()
+    assert [i["status"] for i in view["items"]] == ["ended", "past_due"]
     assert (view["id"], view["userId"], view["status"], view["updatedAt"]) == (
         sub,
         uid,

@@ -10,7 +10,17 @@ import pytest
 
 from conftest import Backend, Stack
 from siteview_common.events import HEADER_DLQ_REASON, Topics
-from support import KeyPair, dead_letter_headers, eventually, new_svix_id, new_user_id, user_event
+from support import (
+    KeyPair,
+    dead_letter_headers,
+    eventually,
+    key_on_partition_of,
+    new_svix_id,
+    new_user_id,
+    partition_count_sync,
+    user_event,
+    wait_in_ledger,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +37,21 @@ def profile_named(stack: Stack, token: str, name: str) -> dict[str, object] | No
     response = get_me(stack, token)
     body = response.json() if response.status_code == 200 else None
     return body if body and body["name"] == name else None
+
+
+def settle(stack: Stack, backend: Backend, signing_key: KeyPair, uid: str) -> None:
+    """Deliver a marker after everything sent for `uid`, and wait until the worker applied it.
+
+    The marker is another user's `user.created` whose id lands on `uid`'s partition (not
+    `uid`'s own event, whose newer version would hide what a stale one did): the partition is
+    consumed in order, so once the marker is in the ledger every event delivered before it for
+    `uid` has been applied or found stale, and a check that nothing changed means something."""
+    marker = key_on_partition_of(uid, partition_count_sync(backend.kafka, Topics.USERS))
+    svix_id = new_svix_id()
+    event = user_event("user.created", marker, updated_at=1, first_name="Marker")
+    assert stack.gateway.deliver(event, svix_id=svix_id).status_code == 202
+    wait_in_ledger(backend.mongo, stack.databases["users"], svix_id)
+    assert profile_named(stack, signing_key.token(marker), "Marker Lovelace")
 
 
 def test_a_new_user_becomes_readable_by_its_own_token(stack: Stack, signing_key: KeyPair) -> None:
@@ -77,7 +102,7 @@ def test_another_users_record_answers_404_and_no_token_401(
 
 
 def test_reordered_and_duplicate_deliveries_converge_on_the_newest(
-    stack: Stack, signing_key: KeyPair
+    stack: Stack, backend: Backend, signing_key: KeyPair
 ) -> None:
     uid = new_user_id()
     token = signing_key.token(uid)
@@ -88,27 +113,29 @@ def test_reordered_and_duplicate_deliveries_converge_on_the_newest(
     assert stack.gateway.deliver(created, svix_id=created_id).status_code == 202
     assert stack.gateway.deliver(updated, svix_id=updated_id).status_code == 202  # Clerk retry
     assert stack.gateway.deliver(created, svix_id=created_id).status_code == 202  # replay
-    # a marker delivered last: once it is visible, everything before it on the key was applied
-    marker = new_user_id()
-    stack.gateway.deliver(user_event("user.created", marker, updated_at=1, first_name="Mark"))
-    eventually(lambda: profile_named(stack, signing_key.token(marker), "Mark Lovelace"))
-    assert eventually(lambda: profile_named(stack, token, "New Lovelace"))
-    assert get_me(stack, token).json()["updatedAt"] == 200
+    assert stack.gateway.deliver(created).status_code == 202  # the old state, another delivery
+    settle(stack, backend, signing_key, uid)
+    me = get_me(stack, token)
+    assert me.status_code == 200
+    assert (me.json()["name"], me.json()["updatedAt"]) == ("New Lovelace", 200)
 
 
-def test_a_deleted_user_stays_deleted(stack: Stack, signing_key: KeyPair) -> None:
+def test_a_deleted_user_stays_deleted(stack: Stack, backend: Backend, signing_key: KeyPair) -> None:
     uid = new_user_id()
     token = signing_key.token(uid)
     stack.gateway.deliver(user_event("user.created", uid, updated_at=100))
     eventually(lambda: profile_named(stack, token, "Ada Lovelace"))
     assert stack.gateway.deliver(user_event("user.deleted", uid, updated_at=300)).status_code == 202
     eventually(lambda: get_me(stack, token).status_code == 404)
-    # a late update (Clerk retries for days) must not resurrect the user
-    stack.gateway.deliver(user_event("user.updated", uid, updated_at=200, first_name="Zombie"))
-    later = new_user_id()
-    stack.gateway.deliver(user_event("user.created", later, updated_at=1, first_name="After"))
-    eventually(lambda: profile_named(stack, signing_key.token(later), "After Lovelace"))
-    assert get_me(stack, token).status_code == 404
+    # a late update (Clerk retries for days) must not resurrect the user, nor may one whose
+    # clock is newer than the deletion's: deletion is final
+    late = user_event("user.updated", uid, updated_at=200, first_name="Zombie")
+    assert stack.gateway.deliver(late).status_code == 202
+    newer = user_event("user.updated", uid, updated_at=400, first_name="Lazarus")
+    assert stack.gateway.deliver(newer).status_code == 202
+    settle(stack, backend, signing_key, uid)
+    gone = get_me(stack, token)
+    assert (gone.status_code, gone.json()) == (404, {"detail": "user not found"})
 
 
 async def test_a_poison_message_reaches_the_dlq_and_the_partition_moves_on(
