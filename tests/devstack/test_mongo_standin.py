@@ -426,6 +426,122 @@ def test_find_one_and_update_inc_is_atomic(db: Database[dict[str, Any]]) -> None
     assert sorted(seen) == list(range(3, 203))
 
 
+def test_inc_on_or_by_a_non_number_is_type_mismatch(db: Database[dict[str, Any]]) -> None:
+    db.c.insert_one({"_id": "s", "v": "text", "n": 1})
+    raw = db.command(
+        "update",
+        "c",
+        updates=[
+            {"q": {"_id": "s"}, "u": {"$inc": {"v": 1}}},
+            {"q": {"_id": "s"}, "u": {"$inc": {"n": "1"}}},
+            {"q": {"_id": "new"}, "u": {"$inc": {"n": 2}}, "upsert": True},
+        ],
+        ordered=False,
+    )
+    assert raw["n"] == 1
+    assert raw["writeErrors"] == [
+        {
+            "index": 0,
+            "code": 14,
+            "errmsg": "Cannot apply $inc to a value of non-numeric type. "
+            "{_id: \"s\"} has the field 'v' of non-numeric type string",
+        },
+        {"index": 1, "code": 14, "errmsg": 'Cannot increment with non-numeric argument: {n: "1"}'},
+    ]
+    with pytest.raises(OperationFailure) as info:
+        db.c.find_one_and_update({"_id": "s"}, {"$inc": {"v": 1}})
+    assert info.value.code == 14
+    assert db.c.find_one({"_id": "s"}) == {"_id": "s", "v": "text", "n": 1}
+    assert db.c.find_one({"_id": "new"}) == {"_id": "new", "n": 2}
+
+
+WCE = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out"}
+
+
+@pytest.fixture
+def fail_point(client: MongoClient[dict[str, Any]]) -> Iterator[Any]:
+    def configure(mode: Any, **data: Any) -> dict[str, Any]:
+        command = {"configureFailPoint": "failCommand", "mode": mode}
+        return client.admin.command({**command, **({"data": data} if data else {})})
+
+    try:
+        yield configure
+    finally:
+        configure("off")
+
+
+def test_fail_point_adds_a_write_concern_error(
+    db: Database[dict[str, Any]], fail_point: Any
+) -> None:
+    fail_point(
+        {"times": 2},
+        failCommands=["update", "insert", "find"],
+        namespace=f"{db.name}.hit",
+        writeConcernError=WCE,
+    )
+    assert "writeConcernError" not in db.command("insert", "other", documents=[{"_id": 1}])
+    assert "writeConcernError" not in db.command("find", "hit")  # writes only
+
+    first = db.command("insert", "hit", documents=[{"_id": 1}])
+    second = db.command(
+        "update", "hit", updates=[{"q": {"_id": 1}, "u": {"$set": {"v": 1}}}], ordered=False
+    )
+    third = db.command("insert", "hit", documents=[{"_id": 2}])
+
+    assert first == {"n": 1, "ok": 1.0, "writeConcernError": WCE}  # the write applied
+    assert second == {"n": 1, "nModified": 1, "ok": 1.0, "writeConcernError": WCE}
+    assert third == {"n": 1, "ok": 1.0}  # {times: 2} ran out
+    assert list(db.hit.find()) == [{"_id": 1, "v": 1}, {"_id": 2}]
+    assert fail_point("off") == {"count": 2, "ok": 1.0}
+
+
+def test_fail_point_error_code_fails_without_running(
+    db: Database[dict[str, Any]], fail_point: Any
+) -> None:
+    fail_point("alwaysOn", failCommands=["insert"], errorCode=2)
+    for _ in range(2):
+        with pytest.raises(OperationFailure) as info:
+            db.e.insert_one({"_id": 1})
+        assert info.value.code == 2
+        assert "failCommand" in str(info.value)
+    fail_point("off")
+    db.e.insert_one({"_id": 1})
+    assert list(db.e.find()) == [{"_id": 1}]
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        ({"configureFailPoint": "failCommand", "mode": "sometimes", "data": {}}, 2),
+        ({"configureFailPoint": "failCommand", "mode": {"times": 0}, "data": {}}, 2),
+        ({"configureFailPoint": "failCommand", "mode": "alwaysOn"}, 9),
+        ({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {}}, 9),
+        (
+            {
+                "configureFailPoint": "failCommand",
+                "mode": "alwaysOn",
+                "data": {"failCommands": ["insert"], "closeConnection": True},
+            },
+            238,
+        ),
+        ({"configureFailPoint": "hangBeforeCommit", "mode": "off"}, 2),
+    ],
+)
+def test_fail_point_refusals(
+    client: MongoClient[dict[str, Any]], command: dict[str, Any], code: int
+) -> None:
+    with pytest.raises(OperationFailure) as info:
+        client.admin.command(command)
+    assert info.value.code == code
+    client.t.z.insert_one({})  # no fail point was left behind
+
+
+def test_fail_point_only_on_admin(db: Database[dict[str, Any]]) -> None:
+    with pytest.raises(OperationFailure) as info:
+        db.command({"configureFailPoint": "failCommand", "mode": "off"})
+    assert info.value.code == 13
+
+
 def test_find_and_modify_reply_shapes(db: Database[dict[str, Any]]) -> None:
     db.f.insert_many([{"_id": 1, "p": 2, "s": "b"}, {"_id": 2, "p": 1, "s": "a"}])
     reply = db.command(

@@ -12,6 +12,7 @@ stand-in does not implement (collation, hint, let, arrayFilters, ...) answer ``N
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -24,9 +25,10 @@ import bson
 import mongomock
 from bson.int64 import Int64
 from mongomock.filtering import filter_applies
+from mongomock.helpers import get_value_by_dot
 from pymongo.errors import InvalidName, OperationFailure
 
-from siteview_devstack.mongo.storage import DuplicateKey, attach, check_unique
+from siteview_devstack.mongo.storage import DuplicateKey, attach, check_unique, shell
 from siteview_devstack.mongo.wire import (
     MAX_BSON_OBJECT_SIZE,
     MAX_MESSAGE_SIZE,
@@ -215,6 +217,126 @@ def _check_update(update: Any, multi: bool) -> None:
             )
 
 
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
+FAIL_COMMAND_FIELDS = frozenset({"failCommands", "namespace", "writeConcernError", "errorCode"})
+
+
+@dataclasses.dataclass
+class _FailCommand:
+    """MongoDB's `failCommand` fail point, the subset the stand-in implements: the commands
+    named in `failCommands` (on `namespace`, "db.collection", when given) fail with
+    `errorCode` without running, or run and carry `writeConcernError` in their reply (write
+    commands only), `remaining` more times (None: until turned off)."""
+
+    commands: frozenset[str]
+    namespace: str | None
+    error_code: int | None
+    write_concern_error: dict[str, Any] | None
+    remaining: int | None
+
+    def matches(self, name: str, db: str, body: Mapping[str, Any]) -> bool:
+        if name not in self.commands or self.remaining == 0:
+            return False
+        if self.error_code is None and name not in WRITE_COMMANDS:
+            return False
+        return self.namespace is None or self.namespace == f"{db}.{body.get(name)}"
+
+
+def _fail_command(mode: Any, data: Any) -> _FailCommand:
+    if mode == "alwaysOn":
+        remaining = None
+    elif (
+        isinstance(mode, Mapping)
+        and set(mode) == {"times"}
+        and isinstance(mode["times"], int)
+        and not isinstance(mode["times"], bool)
+        and mode["times"] > 0
+    ):
+        remaining = int(mode["times"])
+    else:
+        raise CommandError(
+            2, f"mode must be 'off', 'alwaysOn' or {{times: n}} on the stand-in, got {mode!r}"
+        )
+    if not isinstance(data, Mapping):
+        raise CommandError(9, "configureFailPoint needs a data document unless mode is 'off'")
+    for field in data:
+        if field not in FAIL_COMMAND_FIELDS:
+            raise CommandError(
+                238,
+                f"failCommand option '{field}' is not supported by the SiteView MongoDB "
+                f"stand-in (supported: {', '.join(sorted(FAIL_COMMAND_FIELDS))})",
+            )
+    commands = data.get("failCommands")
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise CommandError(9, "failCommand needs failCommands, an array of command names")
+    namespace = data.get("namespace")
+    error_code = data.get("errorCode")
+    concern = data.get("writeConcernError")
+    if namespace is not None and not isinstance(namespace, str):
+        raise CommandError(14, "failCommand namespace must be a string 'db.collection'")
+    if error_code is not None and (not isinstance(error_code, int) or isinstance(error_code, bool)):
+        raise CommandError(14, "failCommand errorCode must be an integer")
+    if concern is not None and not isinstance(concern, Mapping):
+        raise CommandError(14, "failCommand writeConcernError must be a document")
+    return _FailCommand(
+        frozenset(commands),
+        namespace,
+        error_code,
+        None if concern is None else dict(concern),
+        remaining,
+    )
+
+
+_BSON_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "bool"),
+    (str, "string"),
+    (Mapping, "object"),
+    (list, "array"),
+    (datetime.datetime, "date"),
+    (bson.ObjectId, "objectId"),
+    (bytes, "binData"),
+)
+
+
+def _bson_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in _BSON_TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | bson.Decimal128) and not isinstance(value, bool)
+
+
+def _check_inc(update: Mapping[str, Any], doc: Mapping[str, Any] | None) -> None:
+    """MongoDB's TypeMismatch (14) for `$inc` by, or on, a non-number in `doc` (the document
+    the update would change), before mongomock fails with a Python error or concatenates."""
+    inc = update.get("$inc")
+    if not isinstance(inc, Mapping):
+        return
+    for field, by in inc.items():
+        if not _is_number(by):
+            raise CommandError(
+                14, f"Cannot increment with non-numeric argument: {{{field}: {shell(by)}}}"
+            )
+    if doc is None:
+        return
+    for field in inc:
+        try:
+            value = get_value_by_dot(doc, field)
+        except KeyError:
+            continue
+        if not _is_number(value):
+            raise CommandError(
+                14,
+                f"Cannot apply $inc to a value of non-numeric type. {{_id: {shell(doc['_id'])}}} "
+                f"has the field '{field}' of non-numeric type {_bson_type(value)}",
+            )
+
+
 class _Cursor:
     def __init__(self, ns: str, docs: collections.deque[dict[str, Any]]) -> None:
         self.ns, self.docs, self.touched = ns, docs, time.monotonic()
@@ -227,6 +349,8 @@ class Backend:
         self.client: mongomock.MongoClient[dict[str, Any]] = mongomock.MongoClient()
         self.lock = threading.Lock()
         self.cursors: dict[int, _Cursor] = {}
+        self.fail_point: _FailCommand | None = None
+        self.fail_point_entered = 0
 
     def run(self, body: dict[str, Any], connection_id: int) -> dict[str, Any]:
         with self.lock:
@@ -248,7 +372,20 @@ class Backend:
                 db = body.get("$db")
                 if not isinstance(db, str) or not db:
                     raise CommandError(40571, "OP_MSG requests require a $db argument")
-                return handler(self, db, body, connection_id)
+                fail = self.fail_point
+                if fail is None or not fail.matches(name, db, body):
+                    return handler(self, db, body, connection_id)
+                self.fail_point_entered += 1
+                if fail.remaining is not None:
+                    fail.remaining -= 1
+                if fail.error_code is not None:
+                    raise CommandError(
+                        fail.error_code, f"Failing command {name!r} via 'failCommand' failpoint"
+                    )
+                reply = handler(self, db, body, connection_id)
+                if reply.get("ok") and fail.write_concern_error is not None:
+                    reply = {**reply, "writeConcernError": dict(fail.write_concern_error)}
+                return reply
             except Exception as exc:
                 return _to_command_error(exc).reply()
 
@@ -316,6 +453,22 @@ class Backend:
             "ok": 1.0,
         }
 
+    @_command("configureFailPoint", fields="mode data")
+    def _configure_fail_point(self, db: str, cmd: dict, connection_id: int) -> dict:
+        """MongoDB's test command (`enableTestCommands`), for the `failCommand` fail point
+        only: development and tests inject failures the way they would on MongoDB."""
+        if db != "admin":
+            raise CommandError(13, "configureFailPoint may only be run against the admin database.")
+        name = cmd["configureFailPoint"]
+        if name != "failCommand":
+            raise CommandError(
+                2, f"Cannot find failpoint: {name} (the SiteView MongoDB stand-in has failCommand)"
+            )
+        entered = self.fail_point_entered
+        mode = cmd.get("mode")
+        self.fail_point = None if mode == "off" else _fail_command(mode, cmd.get("data"))
+        return {"count": Int64(entered), "ok": 1.0}
+
     @_command("endSessions")
     def _end_sessions(self, db: str, cmd: dict, connection_id: int) -> dict:
         return {"ok": 1.0}
@@ -349,6 +502,8 @@ class Backend:
                 _check_fields("update.updates", st, frozenset({"q", "u", "upsert", "multi"}))
                 multi = bool(st.get("multi", False))
                 _check_update(st.get("u"), multi)
+                if "$inc" in st["u"]:
+                    _check_inc(st["u"], coll.find_one(_require(st, "q", Mapping)))
                 result = mock._update(
                     _require(st, "q", Mapping), st["u"], upsert=bool(st.get("upsert")), multi=multi
                 )
@@ -406,6 +561,8 @@ class Backend:
                 raise CommandError(9, "Either an update or remove=true must be specified")
             _check_update(update, multi=False)
         found = coll.find_one(query, sort=_sort_spec(cmd.get("sort")))
+        if update is not None:
+            _check_inc(update, found)
         mock: Any = coll  # mongomock's private API is untyped (its stubs name pymongo's Collection)
         if remove:
             if found is None:

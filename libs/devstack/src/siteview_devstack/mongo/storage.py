@@ -34,13 +34,13 @@ class DuplicateKey(DuplicateKeyError):
     """Raised inside mongomock (so its rollbacks run), carrying MongoDB's error details."""
 
     def __init__(self, ns: str, index: str, key: list[tuple[str, int]], values: dict) -> None:
-        shown = ", ".join(f"{field}: {_shell(value)}" for field, value in values.items())
+        shown = ", ".join(f"{field}: {shell(value)}" for field, value in values.items())
         msg = f"E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {shown} }}"
         super().__init__(msg, 11000)
         self.errmsg, self.extra = msg, {"keyPattern": dict(key), "keyValue": values}
 
 
-def _shell(value: Any) -> str:
+def shell(value: Any) -> str:
     """Render a key value the way MongoDB's duplicate-key message does."""
     if value is None:
         return "null"
@@ -55,9 +55,9 @@ def _shell(value: Any) -> str:
     if isinstance(value, datetime.datetime):
         return f"new Date({int(DatetimeMS(value))})"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k}: {_shell(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{k}: {shell(v)}" for k, v in value.items()) + " }"
     if isinstance(value, list | tuple):
-        return "[ " + ", ".join(_shell(v) for v in value) + " ]"
+        return "[ " + ", ".join(shell(v) for v in value) + " ]"
     return repr(value)
 
 
