@@ -12,7 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,33 @@ def _embedded(stack: ExitStack) -> Backend:
     standin = start_in_thread(port=0)
     stack.callback(standin.stop)
     return Backend("embedded", broker.bootstrap_servers, standin.url)
+
+
+@contextmanager
+def broker_of_its_own(backend: Backend) -> Iterator[tuple[Any, dict[str, str]]]:
+    """A broker for one test to kill: Apache Kafka on the engines backend, else Tansu. Answers
+    the broker and the settings a process needs on it (Tansu has no idempotent producer)."""
+    if backend.name == "engines":
+        from siteview_devstack.engines import KafkaServer
+
+        with tempfile.TemporaryDirectory(prefix="siteview-kafka-") as data:
+            kafka = KafkaServer(data_dir=Path(data), port=free_port())
+            try:
+                yield kafka.start(), {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+            finally:
+                kafka.stop()
+        return
+    tansu = TansuBroker(port=free_port()).start()
+    try:
+        yield (
+            tansu,
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap_servers,
+                "KAFKA_ENABLE_IDEMPOTENCE": "false",
+            },
+        )
+    finally:
+        tansu.stop()
 
 
 BACKENDS = ("env", "testcontainers", "engines", "embedded")
