@@ -665,9 +665,12 @@ async def test_find_in_sort_limit_count_and_delete(db: AsyncDatabase[Any]) -> No
         .to_list()
     )
     found = {d["_id"] async for d in attempts.find({"_id": {"$in": ["pa_1", "pa_4", "nope"]}})}
+    internal = {"paymentId": 0, "createdAt": 0}  # the APIs leave internal fields out
+    shown = await attempts.find({"userId": "u2"}, internal).to_list()
 
     assert latest == [{"_id": "pa_3"}]
     assert found == {"pa_1", "pa_4"}
+    assert shown == [{"_id": "pa_4", "userId": "u2"}]
     assert await attempts.count_documents({"userId": "u1"}) == 3
     assert await attempts.count_documents({"userId": "nobody"}) == 0
     assert (await attempts.delete_one({"_id": "pa_1"})).deleted_count == 1
