@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
+from webhooks.deliveries import INSTANCE
 
 from conftest import Backend, service_env
+from siteview_common.events import HEADER_EVENT_ID
 from siteview_devstack.broker import TansuBroker, free_port
 from siteview_devstack.processes import ProcessSpec, Supervisor
 from siteview_devstack.signing import sign
@@ -23,27 +28,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-INSTANCE = example("user.created")["instance_id"]
-
-
-@pytest.fixture(scope="module")
-def gateway(backend: Backend, signing_key: KeyPair, run_id: str) -> Iterator[str]:
-    """A gateway of its own, configured with an instance id and a rotated pair of secrets."""
-    supervisor = Supervisor(service_env(backend, signing_key, run_id), echo=False)
-    spec = ProcessSpec("gateway-under-test", "siteview_webhooks", (), free_port())
-    supervisor.start(
-        spec,
-        {
-            "CLERK_INSTANCE_ID": INSTANCE,
-            "CLERK_WEBHOOK_SIGNING_SECRET": f"{OLD_WEBHOOK_SECRET},{TEST_WEBHOOK_SECRET}",
-        },
-    )
-    try:
-        supervisor.wait_ready(timeout=60)
-        yield f"http://127.0.0.1:{spec.port}"
-    finally:
-        supervisor.stop_all()
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -172,3 +156,60 @@ def test_503_when_the_broker_does_not_ack_and_nothing_is_lost(
     finally:
         supervisor.stop_all()
         broker.stop()
+
+
+async def published_value(kafka: str, topic: str, svix_id: str) -> dict[str, Any]:
+    """The value the gateway published for `svix_id` (read from the start by a group of its own)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka,
+        group_id=f"gateway-test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if dict(record.headers).get(HEADER_EVENT_ID) == svix_id.encode():
+                            value: dict[str, Any] = json.loads(record.value)
+                            return value
+    finally:
+        await consumer.stop()
+
+
+async def test_private_metadata_is_never_published_and_the_rest_is_kept(
+    gateway: str, backend: Backend
+) -> None:
+    secret_everywhere = {"private_metadata": {"ssn": "x"}}
+    event = {
+        "type": "waitlistEntry.created",
+        "object": "event",
+        "data": {
+            "id": "w",
+            "private_metadata": {"ssn": "x"},
+            "public_metadata": {"plan": "pro", "nested": [secret_everywhere, {"keep": None}]},
+        },
+        "instance_id": INSTANCE,
+        "timestamp": 1,
+        "event_attributes": {"http_request": {"client_ip": "1.2.3.4"}, **secret_everywhere},
+        **secret_everywhere,
+    }
+    svix_id = new_svix_id()
+    body = json.dumps(event).encode()
+    headers = sign(body, TEST_WEBHOOK_SECRET, msg_id=svix_id)
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(f"{gateway}/webhooks/clerk", content=body, headers=headers)
+    assert response.status_code == 202
+    value = await published_value(backend.kafka, "clerk.other.v1", svix_id)
+    assert value["svixId"] == svix_id
+    assert value["event"] == {
+        "type": "waitlistEntry.created",
+        "object": "event",
+        "data": {"id": "w", "public_metadata": {"plan": "pro", "nested": [{}, {"keep": None}]}},
+        "instance_id": INSTANCE,
+        "timestamp": 1,
+        "event_attributes": {"http_request": {"client_ip": "1.2.3.4"}},
+    }
