@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from webhooks.deliveries import hmac_signature, sign_bytes
 
 from siteview_devstack.signing import sign
 from siteview_webhooks.verification import (
     InvalidSignatureError,
-    MissingSvixHeadersError,
+    MalformedDeliveryError,
     SignatureVerifier,
 )
 from support import EXAMPLES, OLD_WEBHOOK_SECRET, TEST_WEBHOOK_SECRET
@@ -29,7 +33,7 @@ def test_a_genuine_delivery_yields_its_svix_id() -> None:
 def test_each_missing_header_is_reported(missing: str) -> None:
     headers = sign(BODY, TEST_WEBHOOK_SECRET)
     del headers[missing]
-    with pytest.raises(MissingSvixHeadersError, match=missing):
+    with pytest.raises(MalformedDeliveryError, match=missing):
         SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(BODY, headers)
 
 
@@ -93,3 +97,107 @@ def test_clerks_signing_vector_matches_at_its_own_time(monkeypatch: pytest.Monke
     assert SignatureVerifier([old]).verify(BODY, rotation) == rotation["svix-id"]
     with pytest.raises(InvalidSignatureError):
         SignatureVerifier([old]).verify(BODY, single)
+
+
+NOW = datetime.now(UTC)
+SIGNED = sign(BODY, TEST_WEBHOOK_SECRET, msg_id="msg_shape")
+SIG = SIGNED["svix-signature"].removeprefix("v1,")
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        pytest.param("svix-id", "msg 1", id="id-with-a-space"),
+        pytest.param("svix-id", "msg_\u00e9", id="id-not-ascii"),  # a latin-1 byte on the wire
+        pytest.param("svix-id", "m" * 257, id="id-too-long"),
+        pytest.param("svix-timestamp", "abc", id="timestamp-letters"),
+        pytest.param("svix-timestamp", "9" * 400, id="timestamp-huge"),
+        pytest.param("svix-timestamp", "1e300", id="timestamp-exponent"),
+        pytest.param("svix-timestamp", "nan", id="timestamp-nan"),
+        pytest.param("svix-timestamp", "-1", id="timestamp-negative"),
+        pytest.param("svix-timestamp", f"{int(NOW.timestamp())}.5", id="timestamp-fraction"),
+        pytest.param("svix-timestamp", "\u0661\u0662", id="timestamp-non-ascii-digits"),
+        pytest.param("svix-signature", SIG, id="signature-without-version"),
+        pytest.param("svix-signature", f"v1,{SIG},x", id="signature-two-commas"),
+        pytest.param("svix-signature", "v1,abc", id="signature-unpadded-base64"),
+        pytest.param("svix-signature", "v1,@@@@", id="signature-not-base64"),
+        pytest.param("svix-signature", "v1,", id="signature-empty"),
+        pytest.param("svix-signature", "v1,\u00ff\u00ff\u00ff\u00ff", id="signature-not-ascii"),
+        pytest.param("svix-signature", f"v1,{SIG}\tv1,{SIG}", id="signature-tab-separated"),
+        pytest.param("svix-signature", f"V1,{SIG}", id="signature-upper-case-version"),
+    ],
+)
+def test_a_malformed_header_is_refused_as_malformed_before_any_signature(
+    header: str, value: str
+) -> None:
+    """Each of these made svix raise something other than its verification error (a 500), or
+    was refused as a bad signature (401) or even accepted, though Svix never sends it."""
+    headers = {**SIGNED, header: value}
+    with pytest.raises(MalformedDeliveryError, match=f"malformed {header}"):
+        SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(BODY, headers)
+
+
+def test_every_malformed_header_is_named() -> None:
+    headers = {"svix-id": "msg 1", "svix-timestamp": "x", "svix-signature": "y"}
+    with pytest.raises(MalformedDeliveryError) as refused:
+        SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(BODY, headers)
+    assert all(f"malformed {name}" in str(refused.value) for name in headers)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param(f"v1,{SIG}", id="one-entry"),
+        pytest.param(f"  v1,{SIG}  ", id="surrounding-spaces"),
+        pytest.param(f"v1,{SIG}  v1,{SIG}", id="two-spaces-between-entries"),
+        pytest.param(f"v2,{SIG} v1,{SIG}", id="unknown-version-next-to-v1"),
+        pytest.param(f"v1a,{SIG} v1,{SIG}", id="asymmetric-entry-next-to-v1"),
+    ],
+)
+def test_well_formed_signature_lists_are_verified(signature: str) -> None:
+    headers = {**SIGNED, "svix-signature": signature}
+    assert SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(BODY, headers) == "msg_shape"
+
+
+def test_the_hmac_signer_of_the_tests_is_svixs_own() -> None:
+    assert (
+        hmac_signature(BODY, TEST_WEBHOOK_SECRET, msg_id="msg_shape", at=NOW)
+        == sign(BODY, TEST_WEBHOOK_SECRET, msg_id="msg_shape", at=NOW)["svix-signature"]
+    )
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe", b'{"type": "user.created\xc3"}', b"\xed\xa0\x80"])
+def test_a_genuinely_signed_body_that_is_not_utf8_is_malformed(body: bytes) -> None:
+    """svix decodes the body as UTF-8 itself and raised UnicodeDecodeError (a 500)."""
+    headers = sign_bytes(body, TEST_WEBHOOK_SECRET, msg_id="msg_bytes")
+    with pytest.raises(MalformedDeliveryError, match="not UTF-8"):
+        SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(body, headers)
+
+
+header_text = st.text(st.characters(codec="latin-1"), max_size=40)
+base64_text = st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
+signature_entry = st.builds(
+    "{},{}".format,
+    st.sampled_from(["v1", "v2", "v1a", "v", "x", ""]),
+    base64_text | base64_text.map(lambda t: t.rstrip("=")) | header_text,
+)
+header_values = {
+    "svix-id": header_text,
+    "svix-timestamp": header_text | st.integers(-(10**20), 10**20).map(str),
+    "svix-signature": header_text | st.lists(signature_entry, max_size=3).map(" ".join),
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    body=st.binary(max_size=64) | st.just(BODY),
+    overrides=st.fixed_dictionaries({}, optional=header_values),
+)
+def test_verify_raises_nothing_but_its_two_errors(body: bytes, overrides: dict[str, str]) -> None:
+    """Whatever the headers (as the server decodes them: latin-1) and body, the answer is an id,
+    a malformed delivery (400) or an invalid signature (401); never another exception."""
+    headers = {**sign_bytes(body, TEST_WEBHOOK_SECRET, msg_id="msg_fuzz"), **overrides}
+    try:
+        assert SignatureVerifier([TEST_WEBHOOK_SECRET]).verify(body, headers) == "msg_fuzz"
+    except (MalformedDeliveryError, InvalidSignatureError):
+        pass

@@ -55,6 +55,12 @@ def parse_event(body: bytes) -> ClerkEvent:
     return event
 
 
+def without_private_metadata(event: ClerkEvent) -> ClerkEvent:
+    """`event` without any `private_metadata`, at any depth (in `data` or in an extra field),
+    built from the already validated values: the body is parsed once."""
+    return ClerkEvent.model_construct(**strip_private_metadata(dict(event)))
+
+
 async def accept_delivery(
     body: bytes,
     headers: Mapping[str, str],
@@ -68,8 +74,11 @@ async def accept_delivery(
     if instance_id and event.instance_id != instance_id:
         raise ForeignInstanceError("event of another Clerk instance")
     target = route(event, svix_id)
-    clean = ClerkEvent.model_validate(strip_private_metadata(event.model_dump(exclude_none=True)))
-    record = PublishedEvent(svix_id=svix_id, received_at=int(time.time() * 1000), event=clean)
+    record = PublishedEvent(
+        svix_id=svix_id,
+        received_at=int(time.time() * 1000),
+        event=without_private_metadata(event),
+    )
     await publisher.publish(
         target,
         record.to_json(),

@@ -14,23 +14,33 @@ from siteview_webhooks.handlers import (
     PublishTimeoutError,
     accept_delivery,
 )
-from siteview_webhooks.verification import InvalidSignatureError, MissingSvixHeadersError
+from siteview_webhooks.verification import InvalidSignatureError, MalformedDeliveryError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "missing Svix headers, or the body is not a Clerk event"},
+    400: {
+        "description": "a Svix header missing or malformed, a body that is not UTF-8, or a "
+        "genuinely signed body that is not a Clerk event"
+    },
     401: {"description": "bad signature, timestamp outside ±5 min, or another Clerk instance"},
     413: {"description": "body over the size limit"},
     503: {"description": "the broker did not acknowledge in time; Clerk retries"},
 }
 
 
+def declares_more_than(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length of ASCII digits (of any length) exceeds `limit`."""
+    if not (content_length.isascii() and content_length.isdigit()):
+        return False  # absent; the server's parser refuses any other spelling
+    digits = content_length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declares_more_than(request.headers.get("content-length", ""), limit):
         raise HTTPException(413, "body too large")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -55,7 +65,7 @@ async def clerk_webhook(request: Request) -> Response:
             publisher=state.publisher,
             instance_id=state.settings.clerk_instance_id,
         )
-    except (MissingSvixHeadersError, NotAClerkEventError) as exc:
+    except (MalformedDeliveryError, NotAClerkEventError) as exc:
         raise HTTPException(400, str(exc)) from None
     except InvalidSignatureError:
         raise HTTPException(401, "invalid signature") from None
