@@ -46,11 +46,11 @@ class VideoRepository:
         return result.matched_count == 1
 
     async def add_view(self, video_id: str, user_id: str) -> int | None:
-        """Count one view with a server-side `$inc`; the new count, or None."""
+        """Count one view with a server-side `$inc`; the new count, or None. (No projection:
+        a video is small, and FerretDB refuses projections in findAndModify.)"""
         doc = await self._videos.find_one_and_update(
             live_video(video_id, user_id),
             {"$inc": {"views": 1}},
-            projection={"_id": 0, "views": 1},
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else int(doc["views"])
