@@ -44,6 +44,11 @@ class Backend:
         return self.name == "embedded"
 
     @property
+    def is_mongodb(self) -> bool:
+        """MongoDB itself (a container or a server named in MONGODB_URL), with its planner."""
+        return self.name in ("env", "testcontainers")
+
+    @property
     def app_env(self) -> str:
         """Services run as in production, except on the stand-in, which production refuses."""
         return "development" if self.is_standin else "production"

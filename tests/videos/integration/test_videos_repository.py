@@ -361,11 +361,12 @@ async def test_every_query_shape_is_served_by_an_index(
     ]
     for name, query, sort, index, (equality, ordered) in shapes:
         collection = db[name]
-        if not backend.is_standin:
+        if backend.is_mongodb:
             used, plan = await _uses_index(collection, query, sort, index)
             assert used, f"{name} {query} sort={sort}: expected IXSCAN on {index}, got {plan}"
             continue
-        # The stand-in has no query planner: the index must exist with a key prefix made
+        # The stand-in has no query planner, and FerretDB's explain is SQLite's plan (it
+        # pushes no filter down to these indexes): the index must exist with a key prefix made
         # of the query's own fields, in the order (and sort directions) the query needs.
         assert equality <= _equalities(query), (name, query)
         assert {f for f, _ in ordered} <= _fields_of(query, sort), (name, query)
