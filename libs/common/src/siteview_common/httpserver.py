@@ -5,7 +5,7 @@ fields together are bounded (httptools itself buffers header fields of any size)
 - A request the parser rejects (bad request line, bad header bytes, a malformed
   Content-Length, ...) answers 400 `{"detail": "invalid HTTP request"}`.
 - A request line and header fields over `max_header_bytes` (64 KiB) answer 431
-  `{"detail": "request headers too large"}`, refused while they arrive, before they are buffered.
+  `{"detail": "request headers too large"}`, refused as they arrive, not once they end.
 
 Both end the connection, since the parser cannot find the next request after either: the
 answer is written, the server's side shut down, and whatever the client still sends is read and
