@@ -5,6 +5,7 @@ with Retry-After, readiness checks are bounded, and a cursor that is not ours an
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -132,6 +133,34 @@ def test_an_unhandled_exception_is_a_counted_500_that_leaks_nothing(url: str) ->
     assert "hunter2" not in response.text
     assert requests_counted(url, "/boom", "500") == before + 1
     assert latency_observed(url, "/boom") == observed + 1
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response (Content-Length framed) from `sock`: its status and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection (read so far: {data!r})"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = next(
+        int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length"
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return int(lines[0].split()[1]), body
+
+
+def test_a_500_keeps_the_clients_connection_open(url: str) -> None:
+    """The client's next request goes over the same connection, as after any other answer."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for path, status in (("/boom", 500), ("/healthz", 200), ("/boom", 500), ("/healthz", 200)):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            assert read_response(sock)[0] == status, path
 
 
 def test_responses_are_counted_by_route_template_and_exact_status(url: str) -> None:

@@ -19,6 +19,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from siteview_common.mongo import is_unavailable
 from siteview_common.pagination import InvalidCursorError
@@ -122,6 +123,37 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class ContainErrors:
+    """Answers an exception that no handler took with a JSON 500 and stops it there.
+
+    Starlette's own error middleware also answers 500, but re-raises afterwards, and uvicorn
+    then closes the client's connection; this pure ASGI middleware keeps the connection open
+    for the next request. It sits inside the metrics middleware, which so counts the 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # part of the answer is out: all that is left is to drop it
+                raise
+            log.exception("unhandled error", extra={"path": scope.get("path")}, exc_info=exc)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+            await response(scope, receive, send)
+
+
 def create_app(
     *,
     title: str,
@@ -145,6 +177,7 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(ContainErrors)
     # Added last, so it is the outermost of our middleware (only Starlette's error middleware,
     # which turns an unhandled exception into the 500, is outside it: the instrumentator then
     # records that request as a 500). A pure ASGI middleware: no per-request task or copy.
