@@ -28,7 +28,7 @@ from siteview_common.kafka import all_topics, create_topics
 from siteview_common.settings import KafkaSettings
 from siteview_devstack.broker import free_port
 from siteview_devstack.processes import base_env
-from support import eventually
+from support import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +49,14 @@ async def admin(backend: Backend) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 async def describe(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]:
-    """Partitions (each with its replicas) and the topic's min.insync.replicas."""
-    (metadata,) = await admin.describe_topics([topic])
+    """Partitions (each with its replicas) and the topic's min.insync.replicas, once the
+    broker's metadata knows the topic (Apache Kafka publishes a new topic asynchronously)."""
+
+    async def known() -> Any:
+        (metadata,) = await admin.describe_topics([topic])
+        return metadata if metadata["error_code"] != UNKNOWN_TOPIC_OR_PARTITION else None
+
+    metadata = await eventually_async(known, timeout=15)
     # Every config, filtered here: Tansu drops the connection when asked for named ones.
     (configs,) = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, topic, None)]
@@ -61,6 +67,10 @@ async def describe(admin: AIOKafkaAdminClient, topic: str) -> dict[str, Any]:
         "replicas": sorted(len(p["replicas"]) for p in metadata["partitions"]),
         "min.insync.replicas": entries.get("min.insync.replicas"),
     }
+
+
+#: Kafka's error code for a topic its metadata does not (yet) know.
+UNKNOWN_TOPIC_OR_PARTITION = 3
 
 
 def unique_topic() -> str:
