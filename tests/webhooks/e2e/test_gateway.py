@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from webhooks.deliveries import INSTANCE
 
-from conftest import Backend, service_env
+from conftest import Backend, broker_of_its_own, service_env
 from siteview_common.events import HEADER_EVENT_ID
-from siteview_devstack.broker import TansuBroker, free_port
+from siteview_devstack.broker import free_port
 from siteview_devstack.processes import ProcessSpec, Supervisor
 from siteview_devstack.signing import sign
 from support import (
@@ -137,25 +137,24 @@ def test_503_when_the_broker_does_not_ack_and_nothing_is_lost(
     backend: Backend, signing_key: KeyPair, run_id: str
 ) -> None:
     """A gateway on a broker of its own; the broker dies; deliveries get 503 so Clerk retries."""
-    broker = TansuBroker(port=free_port()).start()
-    env = service_env(backend, signing_key, run_id)
-    env.update(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, PUBLISH_TIMEOUT_SECONDS="2")
-    supervisor = Supervisor(env, echo=False)
-    spec = ProcessSpec("gateway-503", "siteview_webhooks", (), free_port())
-    supervisor.start(spec)
-    url = f"http://127.0.0.1:{spec.port}"
-    try:
-        supervisor.wait_ready(timeout=60)
-        gateway = Gateway(url)
-        assert gateway.deliver(example("user.created")).status_code == 202
-        broker.stop()
-        response = gateway.deliver(example("user.created"), svix_id=new_svix_id())
-        assert response.status_code == 503
-        assert response.json() == {"detail": "event not accepted, retry later"}
-        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
-    finally:
-        supervisor.stop_all()
-        broker.stop()
+    with broker_of_its_own(backend) as (broker, broker_env):
+        env = service_env(backend, signing_key, run_id)
+        env.update(broker_env, PUBLISH_TIMEOUT_SECONDS="2")
+        supervisor = Supervisor(env, echo=False)
+        spec = ProcessSpec("gateway-503", "siteview_webhooks", (), free_port())
+        supervisor.start(spec)
+        url = f"http://127.0.0.1:{spec.port}"
+        try:
+            supervisor.wait_ready(timeout=60)
+            gateway = Gateway(url)
+            assert gateway.deliver(example("user.created")).status_code == 202
+            broker.stop()
+            response = gateway.deliver(example("user.created"), svix_id=new_svix_id())
+            assert response.status_code == 503
+            assert response.json() == {"detail": "event not accepted, retry later"}
+            assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        finally:
+            supervisor.stop_all()
 
 
 async def published_value(kafka: str, topic: str, svix_id: str) -> dict[str, Any]:
