@@ -49,6 +49,13 @@ class Backend:
         return self.name in ("env", "testcontainers")
 
     @property
+    def isolates_concurrent_updates(self) -> bool:
+        """Whether concurrent updates of one document are each atomic, as in MongoDB. FerretDB
+        1.24 computes an update between a read and a write of its own, with nothing holding
+        the document in between: concurrent `$inc`s of one document can lose increments."""
+        return self.name != "engines"
+
+    @property
     def app_env(self) -> str:
         """Services run as in production, except on the stand-in, which production refuses."""
         return "development" if self.is_standin else "production"
