@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +23,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from siteview_common.events import HEADER_EVENT_ID
+from siteview_devstack.broker import free_port
+from siteview_devstack.processes import ProcessSpec, RunningProcess, Supervisor
 from siteview_devstack.signing import sign
 from siteview_devstack.tokens import mint_token
 
@@ -219,3 +226,191 @@ def wait_in_ledger(mongo_url: str, database: str, svix_id: str, timeout: float =
         eventually(lambda: ledger.find_one({"_id": svix_id}) is not None, timeout=timeout)
     finally:
         client.close()
+
+
+# --- Many users' versions, and more workers in a service's group --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    svix_id: str
+    event: dict[str, Any]
+
+
+class UserVersions:
+    """Many users' profiles changing as Clerk sends them: each round gives every user a newer
+    version (`user.created` first, then `user.updated` with an increasing `updated_at` and a
+    first name naming the version), in shuffled order, with some deliveries sent twice (a Clerk
+    retry: the same Svix id) and some older states sent again under a new Svix id (a replay)."""
+
+    def __init__(self, users: int, *, seed: int | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.user_ids = [new_user_id() for _ in range(users)]
+        self.newest: dict[str, int] = {}
+        self.svix_ids: list[str] = []
+        self._sent: list[Delivery] = []
+        self._clock = 1_773_152_525_000
+
+    @staticmethod
+    def name_of(version: int) -> str:
+        return f"V{version} Lovelace"
+
+    def event(self, user_id: str, version: int) -> dict[str, Any]:
+        kind = "user.updated" if user_id in self.newest else "user.created"
+        return user_event(kind, user_id, updated_at=version, first_name=f"V{version}")
+
+    def next_round(self) -> list[Delivery]:
+        deliveries = []
+        for user_id in self.user_ids:
+            self._clock += 1
+            delivery = Delivery(new_svix_id(), self.event(user_id, self._clock))
+            self.newest[user_id] = self._clock
+            deliveries.append(delivery)
+        earlier = self._sent
+        retries = self.rng.sample(deliveries + earlier, k=len(deliveries) // 4)
+        replays = [
+            Delivery(new_svix_id(), d.event)
+            for d in self.rng.sample(earlier, k=min(len(earlier), len(deliveries) // 4))
+        ]
+        self._sent = self._sent + deliveries + replays
+        self.svix_ids += [d.svix_id for d in deliveries + replays]
+        batch = deliveries + retries + replays
+        self.rng.shuffle(batch)
+        return batch
+
+    def expected(self) -> dict[str, tuple[str, int]]:
+        """Each user's (name, version) once everything sent so far is applied."""
+        return {uid: (self.name_of(v), v) for uid, v in self.newest.items()}
+
+
+def deliver_all(gateway: Gateway, deliveries: Sequence[Delivery], threads: int = 6) -> None:
+    """Send `deliveries` through the gateway, `threads` at a time; each must answer 202."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        statuses = list(
+            pool.map(lambda d: gateway.deliver(d.event, svix_id=d.svix_id).status_code, deliveries)
+        )
+    assert statuses == [202] * len(deliveries), sorted(set(statuses))
+
+
+class SteadyLoad:
+    """Rounds of `UserVersions` delivered one after the other from a thread until `stop()`,
+    which returns after the round in flight was delivered in full."""
+
+    def __init__(self, gateway: Gateway, flow: UserVersions) -> None:
+        self.gateway = gateway
+        self.flow = flow
+        self.rounds = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                deliver_all(self.gateway, self.flow.next_round())
+                self.rounds += 1
+        except BaseException as exc:
+            self._error = exc
+
+    def start(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=120)
+        assert not self._thread.is_alive(), "the load did not stop"
+        if self._error is not None:
+            raise self._error
+
+
+def stored_users(mongo_url: str, database: str, user_ids: Sequence[str]) -> dict[str, Any]:
+    """The users documents of `user_ids`, by id: (name, version), or the document itself when
+    it is deleted or has no name."""
+    client: MongoClient[Any] = MongoClient(mongo_url)
+    try:
+        docs = client[database]["users"].find({"externalId": {"$in": list(user_ids)}})
+        return {
+            d["externalId"]: (d["name"], d["version"]) if not d.get("deleted") else d for d in docs
+        }
+    finally:
+        client.close()
+
+
+def ledger_holds(mongo_url: str, database: str, svix_ids: Sequence[str]) -> int:
+    """How many of `svix_ids` the ledger of `database` holds (each is recorded at most once:
+    the id is the document's `_id`)."""
+    client: MongoClient[Any] = MongoClient(mongo_url)
+    try:
+        ledger = client[database][LEDGER_COLLECTION]
+        return ledger.count_documents({"_id": {"$in": list(set(svix_ids))}})
+    finally:
+        client.close()
+
+
+def metric_value(base_url: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with `labels` that the process at `base_url` exposes."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+class ExtraWorker:
+    """One more worker process of a service: in the consumer group of the stack's worker, on
+    the same database, on a free port. What scaling the worker out does."""
+
+    def __init__(self, env: Mapping[str, str], service: str, database: str) -> None:
+        self._supervisor = Supervisor(env, echo=False)
+        self.spec = ProcessSpec(
+            f"{service}-worker-extra", f"siteview_{service}", ("worker",), free_port()
+        )
+        self._extra_env = {"MONGODB_DATABASE": database}
+        self.process: RunningProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.port}"
+
+    def start(self, timeout: float = 90.0) -> ExtraWorker:
+        self.process = self._supervisor.start(self.spec, self._extra_env)
+        self._supervisor.wait_ready([self.spec.name], timeout=timeout)
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 30 s); the exit code."""
+        self._supervisor.stop(self.spec.name, timeout=30)
+        return None if self.process is None else self.process.popen.returncode
+
+    def output(self, lines: int = 40) -> str:
+        return "\n".join(self.process.lines[-lines:]) if self.process else ""
+
+    def __enter__(self) -> ExtraWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._supervisor.stop_all()
+
+
+def assert_all_applied(mongo_url: str, database: str, flow: UserVersions) -> None:
+    """Wait until the users worker(s) recorded every Svix id `flow` delivered (nothing lost;
+    the ledger keys each id, so each is recorded once), then, everything being processed,
+    check that every user is on its newest version, with that version's fields."""
+    distinct = len(set(flow.svix_ids))
+
+    def recorded() -> int | None:
+        held = ledger_holds(mongo_url, database, flow.svix_ids)
+        return held if held == distinct else None
+
+    try:
+        eventually(recorded, timeout=120, interval=0.5)
+    except AssertionError:
+        held = ledger_holds(mongo_url, database, flow.svix_ids)
+        raise AssertionError(f"the ledger holds {held} of the {distinct} delivered ids") from None
+    expected = flow.expected()
+    stored = stored_users(mongo_url, database, flow.user_ids)
+    wrong = {uid: stored.get(uid) for uid, want in expected.items() if stored.get(uid) != want}
+    assert wrong == {}, f"{len(wrong)} of {len(expected)} users not on their newest version"
