@@ -6,7 +6,9 @@
 (b) Two independent writers (each its own client, its own connections) running the users
     repository's guarded upserts for the same users with interleaved versions, concurrently,
     against the backend's database: the newest wins, and where the database lets two upserts
-    of one record interleave, the duplicate-key retry is what saves the newer one.
+    of one record interleave, the duplicate-key retry is what saves the newer one. Where two
+    writers keep overtaking each other on existing records, only a database that applies each
+    update atomically keeps the newest; FerretDB on SQLite does not (see that test).
 """
 
 from __future__ import annotations
