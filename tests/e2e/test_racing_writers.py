@@ -186,16 +186,17 @@ async def test_two_writers_overtaking_each_other_keep_the_newest(backend: Backen
     newest = ("V6 Lovelace", 6)
     lost = {u: stored.get(u) for u in users if stored.get(u) != newest}
     outcome = (writers.retries, writers.stale)
-    if backend.name == "engines":
+    if not backend.isolates_concurrent_updates:
         # FerretDB 1.x on SQLite runs an update as a read followed by a write by `_id`, not
         # atomically: two updates of one existing record can both match its older version,
         # and the one that writes last wins even when it is older (a plain `update_one` or
         # `find_one_and_update` loses the same way; a `$inc` from 200 concurrent callers was
         # seen to count under 10). No guard can keep order on such a server; MongoDB applies
-        # each update to a document atomically. So on this backend the test pins what the
-        # server does, and fails once it no longer loses updates: then this branch goes.
-        assert lost, "FerretDB kept every newest version: updates look atomic now"
-        assert all(v in {(f"V{n} Lovelace", n) for n in range(1, 7)} for v in lost.values())
+        # each update to a document atomically. So here every user must hold one of the
+        # versions written (nothing invented, nothing half-written), the retry must still
+        # have won insert races, and the newest-wins rule is left to MongoDB.
+        written = {(f"V{n} Lovelace", n) for n in range(1, 7)}
+        assert all(stored.get(u) in written for u in users), lost
         assert writers.races_won_on_retry > 0, outcome
         return
     assert lost == {}, f"{len(lost)} of {len(users)} users lost their newest version"
