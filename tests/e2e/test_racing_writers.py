@@ -1,9 +1,8 @@
 """Racing writers really race, and the newest version still wins.
 
-(a) Two users workers in the one consumer group `users-service`, the second joining while
-    many users' events flow through the gateway: both apply events, every user ends on its
-    newest version, every Svix id is recorded once.
-(b) Two independent writers (each its own client, its own connections) running the users
+Two users workers in the one consumer group `users-service`, applying one flow of events
+together, are proven in test_rebalance.py (a second worker joins under load, then leaves).
+Here: two independent writers (each its own client, its own connections) running the users
     repository's guarded upserts for the same users with interleaved versions, concurrently,
     against the backend's database: the newest wins, and where the database lets two upserts
     of one record interleave, the duplicate-key retry is what saves the newer one. Where two
@@ -21,19 +20,11 @@ import pytest
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
-from conftest import Backend, Stack, service_env
-from siteview_common.events import PublishedEvent, Topics
+from conftest import Backend
+from siteview_common.events import PublishedEvent
 from siteview_users.domain import UserCommand, to_command
 from siteview_users.repository import UserRepository
 from support import (
-    ExtraWorker,
-    KeyPair,
-    SteadyLoad,
-    UserVersions,
-    assert_all_applied,
-    deliver_all,
-    eventually,
-    metric_value,
     new_svix_id,
     new_user_id,
     stored_users,
@@ -41,42 +32,6 @@ from support import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
-
-
-def applied(worker_url: str) -> float:
-    return metric_value(
-        worker_url,
-        "siteview_events_total",
-        group="users-service",
-        topic=Topics.USERS,
-        outcome="applied",
-    )
-
-
-def test_two_workers_in_one_group_converge_every_user_on_its_newest_version(
-    stack: Stack, backend: Backend, signing_key: KeyPair, run_id: str
-) -> None:
-    database = stack.databases["users"]
-    first = stack.urls["users-worker"]
-    flow = UserVersions(users=48)
-    load = SteadyLoad(stack.gateway, flow)
-    env = service_env(backend, signing_key, run_id)
-    with ExtraWorker(env, "users", database) as second:
-        try:
-            before = applied(first)
-            load.start()  # events in flight while the second worker joins the group
-            second.start()
-            eventually(lambda: applied(second.url) > 0, timeout=120)
-            both = (applied(first), applied(second.url))
-            eventually(lambda: applied(first) > both[0] and applied(second.url) > both[1], 120)
-            rounds = load.rounds
-            eventually(lambda: load.rounds >= rounds + 2, timeout=120)
-        finally:
-            load.stop()
-        deliver_all(stack.gateway, flow.next_round())
-        assert_all_applied(backend.mongo, database, flow)
-        # both wrote: the first beyond what it had applied before, the second from nothing
-        assert applied(first) > before and applied(second.url) > 0
 
 
 def retries(collection: str) -> float:
