@@ -30,6 +30,7 @@ from support import (
     TEST_WEBHOOK_SECRET,
     Gateway,
     KeyPair,
+    scratch_database,
 )
 
 
@@ -175,11 +176,8 @@ async def mongo_client(backend: Backend) -> AsyncIterator[AsyncMongoClient[Any]]
 @pytest.fixture
 async def db(mongo_client: AsyncMongoClient[Any]) -> AsyncIterator[AsyncDatabase[Any]]:
     """A database of its own for one test, dropped after it."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield mongo_client[name]
-    finally:
-        await mongo_client.drop_database(name)
+    async with scratch_database(mongo_client) as database:
+        yield database
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,8 @@ from aiokafka.partitioner import murmur2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.events import HEADER_EVENT_ID
 from siteview_devstack.broker import free_port
@@ -46,6 +48,18 @@ TEST_CURSOR_SECRET = "test-cursor-secret"
 def example(name: str) -> dict[str, Any]:
     """A fresh copy of one of the composed Clerk events in examples/clerk."""
     return copy.deepcopy(json.loads((EXAMPLES / f"{name}.json").read_text()))
+
+
+@asynccontextmanager
+async def scratch_database(
+    client: AsyncMongoClient[Any], prefix: str = "test"
+) -> AsyncIterator[AsyncDatabase[Any]]:
+    """A database of its own for one test, dropped after it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        await client.drop_database(name)
 
 
 def new_user_id() -> str:

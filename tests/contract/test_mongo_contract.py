@@ -30,6 +30,7 @@ from siteview_common.pagination import CursorCodec, PageParams, paginate
 from siteview_devstack.broker import free_port
 from siteview_devstack.engines import FerretDBServer
 from siteview_devstack.mongo.server import StandInThread, start_in_thread
+from support import scratch_database
 
 TYPE_MISMATCH = 14
 COMMAND_NOT_FOUND = 59
@@ -100,11 +101,8 @@ async def client(engine: Engine) -> AsyncIterator[AsyncMongoClient[Any]]:
 
 @pytest.fixture
 async def db(client: AsyncMongoClient[Any]) -> AsyncIterator[AsyncDatabase[Any]]:
-    name = f"contract_{uuid.uuid4().hex[:12]}"
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
+    async with scratch_database(client, "contract") as database:
+        yield database
 
 
 def _user_write(external_id: str, version: int, name: str) -> UpdateOne:
