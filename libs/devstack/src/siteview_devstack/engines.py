@@ -174,7 +174,10 @@ def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> Non
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id as Kafka's own `random-uuid` makes one: never starting with "-"."""
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[0] == "-":
+        pass
+    return cluster
 
 
 @dataclass
@@ -250,7 +253,11 @@ class KafkaServer:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             _run(
                 self._java(
-                    "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)
+                    "kafka.tools.StorageTool",
+                    "format",
+                    # One argument: a generated id may start with "-".
+                    f"--cluster-id={_cluster_id()}",
+                    f"--config={config}",
                 ),
                 cwd=self.data_dir,
             )
