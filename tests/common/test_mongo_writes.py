@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, WriteConcernError
 from pymongo.write_concern import WriteConcern
 
 from siteview_common.failures import is_transient
-from siteview_common.mongo import DUPLICATE_KEY, bulk_upsert_guarded, duplicate_key_indexes
+from siteview_common.writes import DUPLICATE_KEY, bulk_upsert_guarded, duplicate_key_indexes
 
 
 def dup(index: int) -> dict[str, Any]:

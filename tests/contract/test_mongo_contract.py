@@ -25,8 +25,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure, WriteConcernError
 
 from siteview_common.ledger import APPLIED_AT_INDEX, LEDGER_TTL_SECONDS, EventLedger
-from siteview_common.mongo import DUPLICATE_KEY, NOT_IMPLEMENTED, bulk_upsert_guarded
 from siteview_common.pagination import CursorCodec, PageParams, paginate
+from siteview_common.writes import DUPLICATE_KEY, NOT_IMPLEMENTED, bulk_upsert_guarded
 from siteview_devstack.broker import free_port
 from siteview_devstack.engines import FerretDBServer
 from siteview_devstack.mongo.server import StandInThread, start_in_thread

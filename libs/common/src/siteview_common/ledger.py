@@ -18,7 +18,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
-from siteview_common.mongo import NOT_IMPLEMENTED, insert_unordered
+from siteview_common.writes import NOT_IMPLEMENTED, insert_unordered
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_common.mongo import bulk_upsert_guarded
 from siteview_common.pagination import CursorCodec, Page, PageParams, paginate
+from siteview_common.writes import bulk_upsert_guarded
 from siteview_payments.domain import (
     BillingCommand,
     UpsertAttempt,

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from siteview_common.mongo import bulk_upsert_guarded
+from siteview_common.writes import bulk_upsert_guarded
 from siteview_users.domain import UpsertUser, UserCommand
 
 PERSONAL_FIELDS = ("name", "email", "imageUrl")
