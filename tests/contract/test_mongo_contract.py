@@ -28,7 +28,7 @@ from siteview_common.ledger import APPLIED_AT_INDEX, LEDGER_TTL_SECONDS, EventLe
 from siteview_common.pagination import CursorCodec, PageParams, paginate
 from siteview_common.writes import DUPLICATE_KEY, NOT_IMPLEMENTED, bulk_upsert_guarded
 from siteview_devstack.broker import free_port
-from siteview_devstack.engines import FerretDBServer
+from siteview_devstack.engines import FerretDBServer, is_provisioned
 from siteview_devstack.mongo.server import StandInThread, start_in_thread
 from support import scratch_database
 
@@ -54,8 +54,12 @@ class Engine:
         return self.kind == "ferretdb"
 
 
-ENGINES = ["standin", "ferretdb"] + (
-    ["mongodb"] if os.environ.get("SITEVIEW_CONTRACT_MONGODB_URL") else []
+#: FerretDB where `make engines` built it (`make test` does, before either pass, wherever Java,
+#: Maven and Go exist, and says loudly where they do not); MongoDB where a URL names one.
+ENGINES = (
+    ["standin"]
+    + (["ferretdb"] if is_provisioned() else [])
+    + (["mongodb"] if os.environ.get("SITEVIEW_CONTRACT_MONGODB_URL") else [])
 )
 
 
