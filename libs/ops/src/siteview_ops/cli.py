@@ -1,0 +1,26 @@
+"""`siteview`: one entry point for operators; every command has `--help`.
+
+Command families register themselves here: each module defines a `typer.Typer()` (or plain
+commands) and is added below. A failing command exits non-zero with one line on stderr
+(`siteview: …`), as the services do at start-up.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="siteview",
+    help="Operate SiteView: dead letters, replays, exports and imports, reconciliation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
