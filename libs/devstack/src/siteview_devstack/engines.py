@@ -5,8 +5,10 @@
   is both broker and controller (`java -cp … kafka.Kafka server.properties`).
 - **FerretDB v1**: a MongoDB-compatible server over SQLite, built by Go (checksums from our
   `go.sum`) as a ten-line program that embeds its `ferretdb` package.
+- **kustomize**: not an engine but a tool the deployment checks (tests/deploy) need, built by
+  Go the same way from its `sigs.k8s.io/kustomize/kustomize/v5` module.
 
-`make engines` provisions both into `.tools/engines/` at the versions pinned in
+`make engines` provisions all three into `.tools/engines/` at the versions pinned in
 `libs/devstack/engines/` and prints what it built; a second run does nothing. The test suite's
 `engines` backend and `make dev ENGINES=1` start them from there.
 """
@@ -32,12 +34,14 @@ from siteview_devstack.processes import die_with_parent
 
 KAFKA_VERSION = "3.9.1"
 FERRETDB_VERSION = "1.24.2"
+KUSTOMIZE_VERSION = "5.8.2"
 
 REPO = Path(__file__).resolve().parents[4]
 SOURCES = REPO / "libs" / "devstack" / "engines"
 ENGINES_DIR = Path(os.environ.get("SITEVIEW_ENGINES_DIR") or REPO / ".tools" / "engines")
 KAFKA_HOME = ENGINES_DIR / f"kafka-{KAFKA_VERSION}"
 FERRETDB_BIN = ENGINES_DIR / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+KUSTOMIZE_BIN = ENGINES_DIR / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
 
 TOOLCHAINS = ("java", "mvn", "go")
 
@@ -52,9 +56,15 @@ def missing_toolchains() -> list[str]:
 
 
 def is_provisioned() -> bool:
-    return _up_to_date(KAFKA_HOME, _kafka_inputs()) and _up_to_date(
-        FERRETDB_BIN.parent, _ferretdb_inputs()
+    return (
+        _up_to_date(KAFKA_HOME, _kafka_inputs())
+        and _up_to_date(FERRETDB_BIN.parent, _ferretdb_inputs())
+        and kustomize_is_provisioned()
     )
+
+
+def kustomize_is_provisioned() -> bool:
+    return _up_to_date(KUSTOMIZE_BIN.parent, _kustomize_inputs())
 
 
 # --- provisioning -------------------------------------------------------------------------
@@ -66,6 +76,10 @@ def _kafka_inputs() -> list[Path]:
 
 def _ferretdb_inputs() -> list[Path]:
     return [SOURCES / "ferretdb" / name for name in ("go.mod", "go.sum", "main.go")]
+
+
+def _kustomize_inputs() -> list[Path]:
+    return [SOURCES / "kustomize" / name for name in ("go.mod", "go.sum", "main.go")]
 
 
 def _fingerprint(inputs: list[Path]) -> str:
@@ -136,14 +150,29 @@ def provision_ferretdb() -> bool:
     return True
 
 
+def provision_kustomize() -> bool:
+    """Build the kustomize CLI into KUSTOMIZE_BIN; False when already built."""
+    home = KUSTOMIZE_BIN.parent
+    if _up_to_date(home, _kustomize_inputs()):
+        return False
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+    partial = home / "kustomize.partial"
+    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / "kustomize", env=env)
+    partial.rename(KUSTOMIZE_BIN)
+    (home / ".provisioned").write_text(_fingerprint(_kustomize_inputs()) + "\n")
+    return True
+
+
 def provision(out: IO[str] = sys.stdout) -> None:
-    """Provision both engines, saying what was built and what was already there."""
+    """Provision the engines and kustomize, saying what was built and what was already there."""
     if missing := missing_toolchains():
         raise EngineError(f"cannot provision the engines: {', '.join(missing)} not found")
     ENGINES_DIR.mkdir(parents=True, exist_ok=True)
     for name, version, step, where in (
         ("Apache Kafka", KAFKA_VERSION, provision_kafka, KAFKA_HOME),
         ("FerretDB", FERRETDB_VERSION, provision_ferretdb, FERRETDB_BIN),
+        ("kustomize", KUSTOMIZE_VERSION, provision_kustomize, KUSTOMIZE_BIN),
     ):
         started = time.monotonic()
         built = step()
@@ -342,7 +371,7 @@ class FerretDBServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="siteview-engines", description="Provision Apache Kafka and FerretDB."
+        prog="siteview-engines", description="Provision Apache Kafka, FerretDB and kustomize."
     )
     parser.add_argument("command", choices=["provision", "check"])
     args = parser.parse_args()
