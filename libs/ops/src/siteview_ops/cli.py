@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import typer
 
+from siteview_ops import reconcile, transfer
+
 app = typer.Typer(
     name="siteview",
     help="Operate SiteView: dead letters, replays, exports and imports, reconciliation.",
@@ -16,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("export")(transfer.export)
+app.command("import")(transfer.import_)
+app.add_typer(reconcile.app, name="reconcile")
 
 
 def main() -> None:
