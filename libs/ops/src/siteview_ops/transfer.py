@@ -8,6 +8,7 @@ alone, so importing the same file twice changes nothing the second time.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,7 +58,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The error's message on one line, without PyMongo's topology and timeout details."""
+    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", str(exc)).split(", Timeout:")[0]
+    return " ".join(text.split()) or type(exc).__name__
 
 
 @contextmanager
