@@ -15,13 +15,15 @@ is redelivered, with a capped back-off, until it applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
@@ -44,7 +46,9 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 EVENTS = Counter(
-    "siteview_events_total", "Events consumed, by outcome", ["group", "topic", "outcome"]
+    "siteview_events_total",
+    "Events consumed, by outcome (applied, stale, duplicate, ignored, dead_lettered)",
+    ["group", "topic", "outcome"],
 )
 BATCH_SECONDS = Histogram("siteview_batch_seconds", "Time to apply one batch", ["group"])
 END_TO_END_LAG = Gauge(
@@ -54,6 +58,11 @@ REDELIVERIES = Counter(
     "siteview_redeliveries_total",
     "Failed batches rewound for redelivery, by failure class (transient or permanent)",
     ["group", "failure"],
+)
+CONSUMER_LAG = Gauge(
+    "siteview_consumer_lag",
+    "Messages not yet consumed: the partition's end offset minus the group's position",
+    ["group", "topic", "partition"],
 )
 DEAD_LETTERS = Counter(
     "siteview_dead_letters_total",
@@ -111,7 +120,9 @@ class _PartitionFailures:
 
 
 Parse = Callable[[PublishedEvent], C | None]
-Apply = Callable[[Sequence[C]], Awaitable[None]]
+#: Writes a batch of commands; returns how many of them were stale (superseded by what is
+#: stored or by a newer command of the same batch, so ignored), or None when it does not tell.
+Apply = Callable[[Sequence[C]], Awaitable[int | None]]
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
@@ -218,46 +229,50 @@ class BatchProcessor(Generic[C]):
 
         already = await self._ledger.seen([i.svix_id for i in inbound])
         fresh = [i for i in inbound if i.svix_id not in already]
-        applied = len(fresh)
+        applied = stale = 0
         if fresh and isolate:
             log.warning(
                 "isolating the commands of a batch that keeps failing",
                 extra={"group": self._group, "commands": len(fresh)},
             )
-            applied = await self._apply_in_halves(fresh)
+            applied, stale = await self._apply_in_halves(fresh)
         elif fresh:
-            await self._apply([i.command for i in fresh])
+            stale = await self._apply([i.command for i in fresh]) or 0
             await self._ledger.record([i.svix_id for i in fresh])
+            applied = len(fresh) - stale
         topic = records[0].topic if records else ""
         self._count(topic, "applied", applied)
+        self._count(topic, "stale", stale)
         self._count(topic, "duplicate", len(already))
         BATCH_SECONDS.labels(self._group).observe(time.perf_counter() - started)
         if received:
             END_TO_END_LAG.labels(self._group).set(max(0.0, time.time() - max(received) / 1000))
 
-    async def _apply_in_halves(self, part: Sequence[Inbound[C]]) -> int:
+    async def _apply_in_halves(self, part: Sequence[Inbound[C]]) -> tuple[int, int]:
         """Apply each half of `part` (known to fail as a whole); a half that fails again is
         split in turn, until a command failing on its own is dead-lettered. Each half that
         applies is recorded at once, so a later transient failure does not apply it again.
-        Returns how many commands applied."""
+        Returns how many commands applied, and how many of the others were stale."""
         middle = len(part) // 2
-        applied = 0
+        applied = stale = 0
         for half in (part[:middle], part[middle:]):
             if not half:
                 continue
             try:
-                await self._apply([i.command for i in half])
+                half_stale = await self._apply([i.command for i in half]) or 0
             except Exception as exc:
                 if is_transient(exc):
                     raise
                 if len(half) == 1:
                     await self._dead_letter(half[0].record, exc, stage="apply")
                 else:
-                    applied += await self._apply_in_halves(half)
+                    more_applied, more_stale = await self._apply_in_halves(half)
+                    applied, stale = applied + more_applied, stale + more_stale
                 continue
             await self._ledger.record([i.svix_id for i in half])
-            applied += len(half)
-        return applied
+            applied += len(half) - half_stale
+            stale += half_stale
+        return applied, stale
 
     def _count(self, topic: str, outcome: str, n: int = 1) -> None:
         if n:
@@ -296,6 +311,41 @@ class BatchProcessor(Generic[C]):
         DEAD_LETTERS.labels(self._group, record.topic, stage, type(exc).__name__).inc()
 
 
+class LagRecorder:
+    """Keeps `siteview_consumer_lag` for the partitions one consumer of `group` is assigned:
+    each partition's end offset (the high watermark of its last fetch) minus the consumer's
+    position, which the subscriber commits once a batch applied. A partition this consumer no
+    longer holds (after a rebalance) is dropped from the metric; its new owner reports it."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+        self._reported: set[tuple[str, int]] = set()
+
+    async def record(self, consumer: AIOKafkaConsumer | None) -> None:
+        held: set[tuple[str, int]] = set()
+        if consumer is not None:
+            for tp in consumer.assignment():
+                end = consumer.highwater(tp)
+                if end is None:  # nothing fetched from it yet
+                    continue
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), LAG_CHECK_SECONDS)
+                except (TimeoutError, KafkaError):  # mid-rebalance: the next round reports it
+                    continue
+                CONSUMER_LAG.labels(self._group, tp.topic, str(tp.partition)).set(
+                    max(0, end - position)
+                )
+                held.add((tp.topic, tp.partition))
+        for topic, partition in self._reported - held:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self._group, topic, str(partition))
+        self._reported = held
+
+
+#: Longest wait for a consumer's position while recording lag.
+LAG_CHECK_SECONDS = 1.0
+
+
 def _reason(exc: BaseException) -> str:
     """The exception's type and message, bounded: what `dlq-reason` and the logs carry."""
     return f"{type(exc).__name__}: {exc}"[:DLQ_REASON_MAX_CHARS]
@@ -316,6 +366,7 @@ __all__ = [
     "BatchProcessor",
     "EventLedger",
     "Inbound",
+    "LagRecorder",
     "PoisonMessageError",
     "RedeliveryPolicy",
 ]

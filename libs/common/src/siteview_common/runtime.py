@@ -7,6 +7,8 @@ Both serve `/healthz`, `/readyz` and `/metrics`; the API adds the service's rout
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,11 +18,20 @@ from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.auth import ClerkTokenVerifier
-from siteview_common.consumer import Apply, BatchProcessor, EventLedger, Parse, RedeliveryPolicy
+from siteview_common.consumer import (
+    Apply,
+    BatchProcessor,
+    EventLedger,
+    LagRecorder,
+    Parse,
+    RedeliveryPolicy,
+)
 from siteview_common.events import Topics
 from siteview_common.kafka import CONSUMER_OPTIONS, all_topics, ensure_topics, make_broker
 from siteview_common.mongo import check_server, make_mongo_client, ping
@@ -35,6 +46,13 @@ from siteview_common.settings import (
 from siteview_common.webapp import create_app
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker waits for the batch in flight to apply and commit (FastStream's
+#: `graceful_timeout`), after uvicorn's own graceful shutdown of HTTP connections (10 s).
+WORKER_GRACEFUL_SECONDS = 15.0
+#: How often `siteview_consumer_lag` is refreshed besides after every batch: an idle worker's
+#: lag still moves when events arrive that it has not fetched yet.
+LAG_INTERVAL_SECONDS = 5.0
 
 
 class WorkerSettings(KafkaSettings, MongoSettings, DeliverySettings):
@@ -59,6 +77,8 @@ class Runtime:
         self.ledger = EventLedger(self.db["processed_events"])
         #: The topics subscribed to, with their dead-letter topics: created at start.
         self.topics: list[str] = []
+        #: Each subscriber's lag recorder, refreshed by the worker on a timer.
+        self.lag: list[tuple[Any, LagRecorder]] = []
 
     def consume(self, topic: str, *, group: str, parse: Parse[Any], apply: Apply[Any]) -> None:
         """Batches of `topic` in consumer group `group`; offsets commit only after `apply`.
@@ -73,19 +93,31 @@ class Runtime:
             policy=RedeliveryPolicy.from_settings(self.settings),
         )
         self.topics += [topic, Topics.dlq(topic)]
-
-        async def handle(message: KafkaMessage) -> None:
-            raw = message.raw_message
-            records = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-            await processor.handle(records)
-
-        self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             topic,
             group_id=group,
             batch=True,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             **CONSUMER_OPTIONS,
-        )(handle)
+        )
+        lag = LagRecorder(group)
+        self.lag.append((subscriber, lag))
+
+        async def handle(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+            await processor.handle(records)
+            try:
+                await lag.record(getattr(subscriber, "consumer", None))
+            except Exception:  # a metric never fails a batch that applied
+                log.warning("could not record consumer lag", exc_info=True)
+
+        subscriber(handle)
+
+    async def record_lag(self) -> None:
+        """Refresh `siteview_consumer_lag` for every subscriber's assigned partitions."""
+        for subscriber, lag in self.lag:
+            await lag.record(getattr(subscriber, "consumer", None))
 
 
 async def _open_mongo(
@@ -105,25 +137,47 @@ async def _open_mongo(
 def worker_app(
     name: str, settings: WorkerSettings, setup: Callable[[Runtime], Awaitable[object]]
 ) -> FastAPI:
+    """A worker process: `setup` subscribes (`Runtime.consume`). FastStream's Prometheus
+    middleware measures every batch received and every message published (`faststream_*`
+    in `/metrics`, with `app_name` = `name`). On SIGTERM uvicorn closes the HTTP side, then
+    the broker stops fetching, lets the batch in flight apply and commit (up to
+    WORKER_GRACEFUL_SECONDS), and leaves its consumer group, so its partitions move on at
+    once from the last committed offsets."""
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         mongo = await _open_mongo(settings, name)
-        broker = make_broker(settings, client_id=name)
+        broker = make_broker(
+            settings,
+            client_id=name,
+            graceful_timeout=WORKER_GRACEFUL_SECONDS,
+            middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name),),
+        )
+        lag_task: asyncio.Task[None] | None = None
         try:
             runtime = Runtime(settings, mongo, broker)
             await setup(runtime)
             await ensure_topics(settings, [*all_topics(), *runtime.topics])
             await runtime.ledger.create_indexes()
             await broker.start()
+            lag_task = asyncio.create_task(_refresh_lag(runtime))
             state.update(mongo=mongo, broker=broker)
             log.info("worker started", extra={"database": settings.mongodb_database})
             yield
+            log.info(
+                "worker stopping: finishing the batch in flight",
+                extra={"graceSeconds": WORKER_GRACEFUL_SECONDS},
+            )
         finally:
             state.clear()
+            if lag_task is not None:
+                lag_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag_task
             await broker.stop()
             await mongo.close()
+        log.info("worker stopped: offsets committed, consumer group left")
 
     async def mongo_ready() -> bool:
         return "mongo" in state and await ping(state["mongo"])
@@ -137,6 +191,15 @@ def worker_app(
         lifespan=lifespan,
         checks={"database": mongo_ready, "broker": broker_ready},
     )
+
+
+async def _refresh_lag(runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(LAG_INTERVAL_SECONDS)
+        try:
+            await runtime.record_lag()
+        except Exception:  # a metric must never stop the worker
+            log.warning("could not refresh consumer lag", exc_info=True)
 
 
 def api_app(

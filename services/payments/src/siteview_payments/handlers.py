@@ -15,12 +15,12 @@ log = logging.getLogger(__name__)
 parse = to_command
 
 
-async def apply_billing_events(
-    commands: Sequence[BillingCommand], repo: PaymentsRepository
-) -> None:
+async def apply_billing_events(commands: Sequence[BillingCommand], repo: PaymentsRepository) -> int:
+    """Returns how many of `commands` were stale (ignored): the worker counts them."""
     stale = await repo.apply(commands)
     if stale:
         log.info("ignored stale billing events", extra={"count": stale})
+    return stale
 
 
 async def my_payments(

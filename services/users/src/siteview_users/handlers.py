@@ -14,10 +14,12 @@ log = logging.getLogger(__name__)
 parse = to_command
 
 
-async def apply_user_events(commands: Sequence[UserCommand], repo: UserRepository) -> None:
+async def apply_user_events(commands: Sequence[UserCommand], repo: UserRepository) -> int:
+    """Returns how many of `commands` were stale (ignored): the worker counts them."""
     stale = await repo.apply(commands)
     if stale:
         log.info("ignored stale user events", extra={"count": stale})
+    return stale
 
 
 async def get_user(external_id: str, repo: UserRepository) -> dict[str, Any] | None:
