@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -394,10 +396,17 @@ class ExtraWorker:
         self._supervisor.wait_ready([self.spec.name], timeout=timeout)
         return self
 
-    def stop(self) -> int | None:
-        """SIGTERM (SIGKILL after 30 s); the exit code."""
-        self._supervisor.stop(self.spec.name, timeout=30)
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (SIGKILL after `timeout` s); the exit code."""
+        self._supervisor.stop(self.spec.name, timeout=timeout)
         return None if self.process is None else self.process.popen.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL, as an OOM kill or a lost node would: no shutdown at all; the exit code."""
+        assert self.process is not None, "not started"
+        self._supervisor.running.pop(self.spec.name, None)
+        os.killpg(self.process.popen.pid, signal.SIGKILL)
+        return self.process.popen.wait(timeout=30)
 
     def output(self, lines: int = 40) -> str:
         return "\n".join(self.process.lines[-lines:]) if self.process else ""
