@@ -9,11 +9,11 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: dev test engines lint fmt bench clean help
+.PHONY: dev test engines lint fmt bench clean help e2e-compose docker-compose-available
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,6 +39,23 @@ test: $(VENV)/.synced  ## the suite on the embedded stack, then on Apache Kafka 
 
 bench: $(VENV)/.synced  ## benchmark the webhook → API pipeline on a stack it starts
 	$(VENV)/bin/python bench/pipeline.py $(BENCH_ARGS)
+
+# The compose file's Kafka and MongoDB in a throwaway project of their own (its volumes are
+# removed after), published on 127.0.0.1:9094 and :27017; the suite's processes run here.
+COMPOSE_E2E = SITEVIEW_ENV_FILE=.env.example docker compose -p siteview-e2e
+E2E_COMPOSE_ARGS = --ignore-glob='*/unit/*' --ignore=tests/common --ignore=tests/devstack --ignore=tests/deploy
+
+e2e-compose: docker-compose-available $(VENV)/.synced  ## the suite on docker compose's Kafka and MongoDB
+	@trap '$(COMPOSE_E2E) down -v --remove-orphans' EXIT; \
+	$(COMPOSE_E2E) run --rm mongo-init && \
+	$(COMPOSE_E2E) up -d --wait kafka mongo && \
+	SITEVIEW_TEST_BACKEND=env KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9094 \
+	MONGODB_URL='mongodb://127.0.0.1:27017/?directConnection=true' \
+	$(VENV)/bin/pytest $(E2E_COMPOSE_ARGS) $(PYTEST_ARGS)
+
+docker-compose-available:
+	$(if $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo yes),,\
+	$(error e2e-compose: needs Docker with its compose plugin and a running engine; none answers here))
 
 lint: $(VENV)/.synced  ## ruff and mypy (strict) over the tree
 	$(VENV)/bin/ruff check .
