@@ -256,6 +256,18 @@ def test_dependencies_wait_for_health_and_for_init_steps_to_succeed() -> None:
                 assert condition in ("service_healthy", "service_started"), name
             else:
                 assert condition == "service_healthy", f"{name} -> {dependency}"
+    # `up --wait` takes a one-shot job's exit for success only when a running service waits
+    # for it to complete.
+    for name, job in services().items():
+        if is_one_shot(job):
+            waiting = [
+                other
+                for other, service in services().items()
+                if not is_one_shot(service)
+                and service.get("depends_on", {}).get(name, {}).get("condition")
+                == "service_completed_successfully"
+            ]
+            assert waiting, f"no running service waits for {name} to complete"
     # MongoDB is healthy only once mongo-init made it primary: waiting for its health would
     # never end.
     assert services()["mongo-init"]["depends_on"]["mongo"]["condition"] == "service_started"
