@@ -177,7 +177,7 @@ def worker_app(
                     await lag_task
             await broker.stop()
             await mongo.close()
-        log.info("worker stopped: offsets committed, consumer group left")
+        log.info("worker stopped: consumer group left")
 
     async def mongo_ready() -> bool:
         return "mongo" in state and await ping(state["mongo"])
