@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from siteview_ops import reconcile, transfer
+from siteview_ops import dlq, reconcile, replay, transfer
 
 app = typer.Typer(
     name="siteview",
@@ -18,6 +18,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(replay.app)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.add_typer(reconcile.app, name="reconcile")
