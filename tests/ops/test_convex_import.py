@@ -57,6 +57,12 @@ def fixture_tables(grace: str, linus: str, run: str) -> dict[str, list[dict[str,
                 "name": "Old Convex Name",
                 "externalId": linus,
             },
+            {
+                "_id": f"k17nameless{run}",
+                "_creationTime": CREATED + 1.5,
+                "name": "null null",
+                "externalId": f"user_nameless{run}",
+            },
         ],
         "paymentAttempts": [
             {
@@ -143,7 +149,7 @@ def test_convex_export_lands_in_each_service_and_twice_changes_nothing(
 
     archive = convex_export(tmp_path / "convex.zip", fixture_tables(grace, linus, run))
     first = import_convex(backend, stack, archive)
-    assert "users: inserted 1, unchanged 1, updated 0" in first
+    assert "users: inserted 2, unchanged 1, updated 0" in first
     assert "payment_attempts: inserted 1, unchanged 0, updated 0" in first
     assert "videos: inserted 2, unchanged 0, updated 0" in first
 
@@ -151,6 +157,9 @@ def test_convex_export_lands_in_each_service_and_twice_changes_nothing(
         return {
             "grace": get(stack, signing_key, "users-api", "/users/me", grace).json(),
             "linus": get(stack, signing_key, "users-api", "/users/me", linus).json(),
+            "nameless": get(
+                stack, signing_key, "users-api", "/users/me", f"user_nameless{run}"
+            ).json(),
             "payment": get(
                 stack, signing_key, "payments-api", f"/payments/pay_{run}", grace
             ).json(),
@@ -169,6 +178,7 @@ def test_convex_export_lands_in_each_service_and_twice_changes_nothing(
         "createdAt": CREATED,
         "updatedAt": CREATED,
     }
+    assert seen["nameless"]["name"] == ""  # not Convex's "null null"
     assert seen["linus"]["name"] == "Linus Torvalds"  # Clerk's newer state kept
     payment = seen["payment"]
     assert payment["id"] == f"pay_{run}" and payment["paymentId"] == f"pay_{run}"
@@ -190,7 +200,7 @@ def test_convex_export_lands_in_each_service_and_twice_changes_nothing(
     assert seen["gone"].status_code == 404
 
     second = import_convex(backend, stack, archive)
-    assert "users: inserted 0, unchanged 2, updated 0" in second
+    assert "users: inserted 0, unchanged 3, updated 0" in second
     assert "payment_attempts: inserted 0, unchanged 1, updated 0" in second
     assert "videos: inserted 0, unchanged 2, updated 0" in second
     again = read_all()

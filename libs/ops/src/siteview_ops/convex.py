@@ -3,11 +3,12 @@
 `npx convex export` writes a ZIP with `<table>/documents.jsonl` per table (one JSON document a
 line, with Convex's `_id` and `_creationTime`). Three tables are read:
 
-- `users` (`{name, externalId}`): the users read model, keyed by the Clerk user id
-  (`externalId`), written as the users worker writes it but at `version` 0: Convex kept no
-  Clerk clock, so anything Clerk's events applied (version = Clerk's `updated_at`) is newer
-  and wins, and the next `user.updated` or `siteview reconcile users` fills in the e-mail and
-  image Convex never stored. A deleted user's tombstone is never touched.
+- `users` (`{name, externalId}`; a "null null" name becomes ""): the users read model,
+  keyed by the Clerk user id (`externalId`), written as the users worker writes it but at
+  `version` 0: Convex kept no Clerk clock, so anything Clerk's events applied (version =
+  Clerk's `updated_at`) is newer and wins, and the next `user.updated` or `siteview reconcile
+  users` fills in the e-mail and image Convex never stored. A deleted user's tombstone is
+  never touched.
 - `paymentAttempts` (Clerk's attempt payload, snake_case, plus Convex's `userId`): through the
   payments service's own rules, as a `paymentAttempt.imported` event, keyed by the attempt's
   `id` when Convex kept it, else by its `payment_id` (Convex stored one row per payment), and
@@ -108,6 +109,13 @@ def ms(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def convex_name(value: Any) -> str:
+    """Convex stored `${first_name} ${last_name}`, so a user without names became "null null"
+    (or "undefined undefined"): those words are dropped, as the users service never writes them."""
+    words = str(value or "").split()
+    return " ".join(w for w in words if w not in ("null", "undefined"))
+
+
 def user_write(doc: dict[str, Any]) -> UpdateOne:
     created = ms(doc.get("_creationTime")) or 0
     return write_for(
@@ -115,7 +123,7 @@ def user_write(doc: dict[str, Any]) -> UpdateOne:
             external_id=str(doc["externalId"]),
             version=IMPORTED_USER_VERSION,
             fields={
-                "name": str(doc.get("name") or ""),
+                "name": convex_name(doc.get("name")),
                 "email": None,
                 "imageUrl": None,
                 "createdAt": created,
