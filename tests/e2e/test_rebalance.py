@@ -1,6 +1,7 @@
 """A consumer group rebalancing under load: a second users worker joins the group while
-webhook deliveries keep flowing, takes over part of the partitions, then leaves (SIGTERM) and
-hands them back. Nothing is lost and nothing applies twice in effect.
+webhook deliveries keep flowing and takes over part of the partitions; it is killed (SIGKILL)
+and restarted, then leaves cleanly (SIGTERM) and hands them back. Nothing is lost and nothing
+applies twice in effect: each Svix id once in the ledger, every user on its newest version.
 
 This runs on Apache Kafka (the engines backend) and on Tansu (embedded): both coordinate
 consumer groups (JoinGroup/SyncGroup, LeaveGroup on a clean stop), so a member joining or
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import Backend, Stack, service_env
 from siteview_common.events import Topics
+from siteview_common.runtime import WORKER_GRACEFUL_SECONDS
 from support import (
     ExtraWorker,
     KeyPair,
@@ -28,6 +30,11 @@ from support import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
+#: uvicorn's graceful shutdown of HTTP connections (serve.py), then the broker's.
+GRACE_SECONDS = 10 + WORKER_GRACEFUL_SECONDS
+#: uvicorn shuts down cleanly, then re-raises the signal: -SIGTERM is a clean exit too.
+CLEAN_EXITS = (0, -signal.SIGTERM)
+
 
 def applied(worker_url: str) -> float:
     """How many events the worker at `worker_url` applied from the users topic so far."""
@@ -40,7 +47,7 @@ def applied(worker_url: str) -> float:
     )
 
 
-def test_a_worker_joining_and_leaving_under_load_loses_nothing_and_applies_nothing_twice(
+def test_a_worker_joining_killed_and_leaving_under_load_loses_nothing_and_applies_nothing_twice(
     stack: Stack, backend: Backend, signing_key: KeyPair, run_id: str
 ) -> None:
     database = stack.databases["users"]
@@ -60,15 +67,29 @@ def test_a_worker_joining_and_leaving_under_load_loses_nothing_and_applies_nothi
             eventually(lambda: applied(second.url) > 0, timeout=120)
             while_both = applied(first)
             eventually(lambda: applied(first) > while_both, timeout=60)
-            rounds_with_both = load.rounds
-            eventually(lambda: load.rounds >= rounds_with_both + 2, timeout=120)
 
-            # It leaves (SIGTERM): its partitions go back to the first worker, from the last
-            # offsets it committed.
+            # SIGKILL mid-stream (an OOM kill, a lost node): no shutdown at all; what it
+            # fetched is not committed, and its partitions wait until the group drops it.
+            # Deliveries are still acknowledged meanwhile. Restarted, it rejoins, and the
+            # group redelivers from the last committed offsets.
+            assert second.kill() == -signal.SIGKILL
+            rounds_killed = load.rounds
+            eventually(lambda: load.rounds >= rounds_killed + 1, timeout=120)
+            second.start()
+            eventually(lambda: applied(second.url) > 0, timeout=120)
+            rounds_back = load.rounds
+            eventually(lambda: load.rounds >= rounds_back + 1, timeout=120)
+
+            # It leaves (SIGTERM, a rollout or a scale-in): it stops fetching, applies and
+            # commits the batch in flight, leaves the group and exits cleanly within the grace
+            # period; its partitions go back to the first worker.
             by_second = applied(second.url)
-            # uvicorn shuts down cleanly, then re-raises the signal: -SIGTERM is a clean exit
-            assert second.stop() in (0, -signal.SIGTERM), second.output()
-            assert "Application shutdown complete." in second.output(), second.output()
+            exit_code = second.stop(timeout=GRACE_SECONDS)
+            output = second.output(80)
+            assert exit_code in CLEAN_EXITS, output
+            assert "worker stopping: finishing the batch in flight" in output, output
+            assert "worker stopped: consumer group left" in output, output
+            assert "Application shutdown complete." in output, output
             rounds_after = load.rounds
             eventually(lambda: load.rounds >= rounds_after + 2, timeout=120)
         finally:
