@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,6 @@ from siteview_ops.dlq import (
 )
 from support import (
     KeyPair,
-    dead_letter_headers,
     eventually_async,
     new_svix_id,
     new_user_id,
@@ -51,8 +51,14 @@ def siteview(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def cli_in_process(env: dict[str, str], *args: str) -> Result:
-    """The same app in this process (no interpreter start-up): for the cheap checks."""
+    """The same app in this process, without an interpreter's start-up: the steps between the
+    ones run as a process."""
     return CliRunner().invoke(cli.app, list(args), env={**env, "COLUMNS": "200"})
+
+
+def in_process_ok(result: Result) -> str:
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -68,6 +74,16 @@ def listed(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
 async def records_of(kafka: str, topic: str) -> list[Any]:
     """Every record of `topic` now (no group; nothing committed)."""
     return await read_topic(kafka, topic)
+
+
+async def in_dlq(kafka: str, wanted: Callable[[dict[str, str]], bool]) -> None:
+    """Wait until the DLQ holds a record whose headers are `wanted` (read without a group:
+    joining one costs seconds)."""
+
+    async def found() -> bool:
+        return any(wanted(headers_of(r)) for r in await records_of(kafka, DLQ))
+
+    await eventually_async(found, timeout=30, interval=0.2)
 
 
 async def record_at(kafka: str, where: str) -> Any:
@@ -108,7 +124,7 @@ async def test_list_show_and_redrive_a_dead_lettered_message(
     poison["data"]["email_addresses"] = "not a list"
     svix_id = new_svix_id()
     assert stack.gateway.deliver(poison, svix_id=svix_id).status_code == 202
-    await dead_letter_headers(backend.kafka, DLQ, svix_id)
+    await in_dlq(backend.kafka, lambda h: h.get("event-id") == svix_id)  # dead-lettered for real
 
     # list: found with every filter matching; the filters themselves are tested below
     hits = await asyncio.to_thread(
@@ -126,7 +142,9 @@ async def test_list_show_and_redrive_a_dead_lettered_message(
     assert table.exit_code == 0 and svix_id in table.stdout
 
     # show: the message itself with its headers
-    shown = json.loads(ok(await asyncio.to_thread(siteview, env, "dlq", "show", DLQ, svix_id)))
+    shown = json.loads(
+        in_process_ok(await asyncio.to_thread(cli_in_process, env, "dlq", "show", DLQ, svix_id))
+    )
     assert shown["value"]["svixId"] == svix_id
     assert shown["value"]["event"]["data"]["email_addresses"] == "not a list"
     assert shown["headers"]["dlq-group"] == "users-service"
@@ -136,9 +154,9 @@ async def test_list_show_and_redrive_a_dead_lettered_message(
 
     # redrive --dry-run publishes nothing
     before = await end_offset_total(backend.kafka, Topics.USERS)
-    dry = ok(
+    dry = in_process_ok(
         await asyncio.to_thread(
-            siteview, env, "dlq", "redrive", Topics.USERS, "--event-id", svix_id, "--dry-run"
+            cli_in_process, env, "dlq", "redrive", Topics.USERS, "--event-id", svix_id, "--dry-run"
         )
     )
     assert f"would redrive {entry['dlq']}" in dry and "dry run: would redrive 1" in dry
@@ -164,16 +182,12 @@ async def test_list_show_and_redrive_a_dead_lettered_message(
     assert json.loads(republished.value)["svixId"] == svix_id
 
     # the worker processed it (still poison: it is back in the DLQ, marked as a redrive) ...
-    async def back_in_dlq() -> bool:
-        records = await records_of(backend.kafka, DLQ)
-        return any(headers_of(r).get("redriven-from") == entry["dlq"] for r in records)
-
-    await eventually_async(back_in_dlq, timeout=30, interval=0.5)
+    await in_dlq(backend.kafka, lambda h: h.get("redriven-from") == entry["dlq"])
 
     # ... and a second redrive without --again does nothing
-    again = ok(
+    again = in_process_ok(
         await asyncio.to_thread(
-            siteview, env, "dlq", "redrive", Topics.USERS, "--event-id", svix_id
+            cli_in_process, env, "dlq", "redrive", Topics.USERS, "--event-id", svix_id
         )
     )
     assert "redriven: 0; 2 already redriven" in again
