@@ -3,6 +3,7 @@ a fresh database equals the one the live worker keeps."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -67,6 +68,8 @@ def test_a_replay_rebuilds_the_live_read_model(
         assert result.returncode == 0, result.stderr
         assert f"into database {fresh}" in result.stdout
         assert f"Set MONGODB_DATABASE={fresh} for users-api and users-worker" in result.stdout
+        patch = json.dumps({"data": {"MONGODB_DATABASE": fresh}})
+        assert f"patch configmap users-config --type merge -p '{patch}'" in result.stdout
         assert "WARNING" not in result.stderr  # the test broker keeps the whole history
         assert users_by_id(backend.mongo, fresh, ids) == live
 

@@ -259,5 +259,10 @@ def replay(
         f"  2. Set MONGODB_DATABASE={target} for {service}-api and {service}-worker, start the "
         "worker and restart the API. The worker resumes from its own consumer group's offsets; "
         "events it applies again are skipped by the ledger.\n"
-        f"  3. Keep {live} until you have checked {target}; then drop it."
+        f"  3. Keep {live} until you have checked {target}; then drop it.\n"
+        "On Kubernetes (deploy/), step 2 is:\n"
+        f"  kubectl -n siteview patch configmap {service}-config --type merge "
+        f'-p \'{{"data": {{"MONGODB_DATABASE": "{target}"}}}}\'\n'
+        f"  kubectl -n siteview rollout restart deployment/{service}-api "
+        f"deployment/{service}-worker"
     )
