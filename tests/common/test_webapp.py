@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo.errors import (
@@ -29,7 +27,7 @@ from siteview_common.deps import Cursors, Pagination
 from siteview_common.pagination import CursorCodec, Position
 from siteview_common.settings import CommonSettings
 from siteview_common.webapp import ReadinessCheck, create_app
-from siteview_devstack.broker import free_port
+from support import served
 
 router = APIRouter()
 
@@ -74,26 +72,6 @@ def build_app(checks: Mapping[str, ReadinessCheck] | None = None, **options: Any
         routers=[router],
         **options,
     )
-
-
-@contextmanager
-def served(app: FastAPI) -> Iterator[str]:
-    """`app` under a real uvicorn on a free port, in a thread; its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,18 @@ nothing."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from conftest import Backend, Stack
-from siteview_devstack.broker import free_port
 from siteview_devstack.processes import base_env
-from support import KeyPair, eventually, example, run_module, user_event
+from support import KeyPair, eventually, example, run_module, served, user_event
 
 SECRET = "sk_test_reconcile"
 T0 = 1_770_000_000_000
@@ -58,23 +52,6 @@ class FakeClerk:
         self.requests.append((request.url.path, params, 200))
         offset, limit = int(params["offset"]), int(params["limit"])
         return JSONResponse(self.users[offset : offset + limit])
-
-
-@contextmanager
-def served(app: Starlette) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def clerk_user(user_id: str, updated_at: int, first_name: str) -> dict[str, Any]:
