@@ -108,6 +108,21 @@ async def partitions_of(servers: str, topic: str) -> list[int]:
         await admin.close()
 
 
+async def assign_whole_topic(
+    consumer: AIOKafkaConsumer, servers: str, topic: str
+) -> tuple[list[TopicPartition], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Assign every partition of `topic` to `consumer`; its partitions with their first and
+    end offsets as of now (what a read "to the end" stops at)."""
+    partitions = await partitions_of(servers, topic)
+    if not partitions:
+        raise OpsError(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    starts = await consumer.beginning_offsets(tps)
+    ends = await consumer.end_offsets(tps)
+    return tps, starts, ends
+
+
 async def topic_exists(servers: str, topic: str) -> bool:
     return bool(await partitions_of(servers, topic))
 
@@ -130,13 +145,7 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = await partitions_of(servers, topic)
-        if not partitions:
-            raise OpsError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        tps, starts, ends = await assign_whole_topic(consumer, servers, topic)
         total = sum(ends[tp] - starts[tp] for tp in tps)
         pending = {tp for tp in tps if ends[tp] > starts[tp]}
         for tp in tps:

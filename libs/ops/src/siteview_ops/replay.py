@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Annotated, Any, cast
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 from faststream.kafka import KafkaBroker
 from rich.progress import (
@@ -37,7 +37,7 @@ from siteview_common.consumer import Apply, BatchProcessor, Parse
 from siteview_common.mongo import check_server, make_mongo_client
 from siteview_common.runtime import Runtime, WorkerSettings
 from siteview_common.settings import load_settings
-from siteview_ops.dlq import OpsError, err, out, partitions_of, run
+from siteview_ops.dlq import OpsError, assign_whole_topic, err, out, run
 
 app = typer.Typer(help="Rebuild a service's read model from its Kafka topic.")
 
@@ -169,13 +169,7 @@ async def _consume(
     )
     await consumer.start()
     try:
-        partitions = await partitions_of(servers, topic)
-        if not partitions:
-            raise OpsError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        tps, starts, ends = await assign_whole_topic(consumer, servers, topic)
         truncated = {tp.partition: starts[tp] for tp in tps if starts[tp] > 0}
         if truncated:
             first = ", ".join(f"partition {p} starts at offset {o}" for p, o in truncated.items())
