@@ -238,15 +238,19 @@ def stack(backend: Backend, signing_key: KeyPair, run_id: str) -> Iterator[Stack
         supervisor.stop_all()
 
 
+#: Where stack blocks are looked for: below the kernel's ephemeral range (32768 and up on
+#: Linux), so no outgoing connection's local port can take one between the check and the bind.
+PORT_BLOCK_RANGE = (20000, 32000)
+
+
 def free_port_block() -> int:
     """A base port from which every process of `service_specs` finds its port free now."""
+    import random
     import socket
 
     offsets = [spec.port for spec in service_specs(base_port=0)]
     for _ in range(50):
-        base = free_port()
-        if base + max(offsets) > 65535:
-            continue
+        base = random.randrange(PORT_BLOCK_RANGE[0], PORT_BLOCK_RANGE[1] - max(offsets))
         sockets = []
         try:
             for offset in offsets:
