@@ -389,6 +389,14 @@ def _table(rows: Iterable[tuple[Entry, bool]], title: str) -> Table:
     return table
 
 
+async def _entries(
+    servers: str, dlq_topic: str, match: Callable[[Entry], bool]
+) -> tuple[list[Entry], RedriveLog]:
+    """The DLQ's entries that `match`, and the log of what was redriven from it."""
+    entries = [e for e in await load_dlq(servers, dlq_topic) if match(e)]
+    return entries, await redrive_log(servers, dlq_topic)
+
+
 @app.command("list")
 def list_(
     topic: TopicArg,
@@ -406,13 +414,7 @@ def list_(
     settings = kafka_settings()
     _, dlq_topic = topics_of(topic)
 
-    async def main() -> tuple[list[Entry], RedriveLog]:
-        entries = await load_dlq(settings.kafka_servers, dlq_topic)
-        return [e for e in entries if chosen.match(e)], await redrive_log(
-            settings.kafka_servers, dlq_topic
-        )
-
-    entries, log = run(main)
+    entries, log = run(lambda: _entries(settings.kafka_servers, dlq_topic, chosen.match))
     if as_json:
         for entry in entries:
             out.print_json(json.dumps(entry.as_json(log.holds(entry))), indent=None)
@@ -429,13 +431,9 @@ def show(
     settings = kafka_settings()
     _, dlq_topic = topics_of(topic)
 
-    async def main() -> tuple[list[Entry], RedriveLog]:
-        entries = await load_dlq(settings.kafka_servers, dlq_topic)
-        return [e for e in entries if e.event_id == event_id], await redrive_log(
-            settings.kafka_servers, dlq_topic
-        )
-
-    entries, log = run(main)
+    entries, log = run(
+        lambda: _entries(settings.kafka_servers, dlq_topic, lambda e: e.event_id == event_id)
+    )
     if not entries:
         fail(f"no message with event id {event_id} in {dlq_topic}")
     for entry in entries:
@@ -484,8 +482,7 @@ def redrive(
 
     async def main() -> tuple[int, int, int]:
         servers = settings.kafka_servers
-        entries = [e for e in await load_dlq(servers, dlq_topic) if chosen.match(e)]
-        log = await redrive_log(servers, dlq_topic)
+        entries, log = await _entries(servers, dlq_topic, chosen.match)
         selected = [e for e in entries if again or not log.holds(e)]
         skipped = len(entries) - len(selected)
         if dry_run or not selected:
