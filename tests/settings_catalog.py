@@ -23,15 +23,23 @@ SERVICES_SETTINGS: dict[str, type[BaseSettings]] = {
 }
 
 
-def env_names(settings_class: type[BaseSettings]) -> set[str]:
+def env_names(settings_class: type[BaseSettings], *, fallbacks: bool = False) -> set[str]:
     """The variables `settings_class` reads, one per field: its alias where it has one (the
-    first of several choices: the others are accepted fallbacks), else the field's name in
-    upper case (pydantic-settings matches names case-insensitively, with no prefix here)."""
+    first of several choices: the others are accepted fallbacks, named too with `fallbacks`),
+    else the field's name in upper case (pydantic-settings matches names case-insensitively,
+    with no prefix here)."""
     assert not settings_class.model_config.get("env_prefix"), "a prefix is not handled"
     names = set()
     for name, field in settings_class.model_fields.items():
         alias = field.validation_alias or field.alias
         if isinstance(alias, AliasChoices):
-            alias = alias.choices[0]
-        names.add(alias.upper() if isinstance(alias, str) else name.upper())
+            choices = alias.choices if fallbacks else alias.choices[:1]
+            names.update(str(choice).upper() for choice in choices)
+        else:
+            names.add(alias.upper() if isinstance(alias, str) else name.upper())
     return names
+
+
+def every_setting() -> set[str]:
+    """Every variable any process reads, fallbacks included: what "nothing configured" unsets."""
+    return set().union(*(env_names(c, fallbacks=True) for c in SERVICES_SETTINGS.values()))

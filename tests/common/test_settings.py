@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from settings_catalog import every_setting
 
 from siteview_common.dev import DEV_JWT_PUBLIC_KEY, DEV_WEBHOOK_SECRET
 from siteview_common.settings import (
@@ -17,18 +18,7 @@ from siteview_common.settings import (
 from siteview_devstack.broker import free_port
 from support import TEST_AZP, TEST_ISSUER, run_module
 
-CLEAR = (
-    "APP_ENV",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "MONGODB_URL",
-    "CLERK_WEBHOOK_SIGNING_SECRET",
-    "CLERK_WEBHOOK_SECRET",
-    "CLERK_JWT_KEY",
-    "CLERK_JWKS_URL",
-    "CLERK_ISSUER",
-    "CLERK_AUTHORIZED_PARTIES",
-    "MONGODB_TIMEOUT_SECONDS",
-)
+CLEAR = ("APP_ENV", *sorted(every_setting()))
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 import httpx
 import psutil
 import pytest
+from settings_catalog import every_setting
 
 from conftest import free_port_block
 from siteview_common.dev import DEV_WEBHOOK_SECRET
@@ -36,25 +37,18 @@ BANNER = "SiteView is up"
 def dev_env() -> dict[str, str]:
     """The environment `make dev` gets on a fresh machine: development, nothing configured."""
     env = base_env()
-    for key in (
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "MONGODB_URL",
-        "MONGODB_DATABASE",
-        "CLERK_WEBHOOK_SIGNING_SECRET",
-        "CLERK_WEBHOOK_SECRET",
-        "CLERK_JWT_KEY",
-        "CLERK_JWKS_URL",
-        "CLERK_ISSUER",
-        "CLERK_AUTHORIZED_PARTIES",
-        "CLERK_AUDIENCE",
-        "CLERK_INSTANCE_ID",
-        "CURSOR_SECRET",
-        "PORT",
-        "HOST",
-    ):
+    for key in every_setting():
         env.pop(key, None)
     env["APP_ENV"] = "development"
     return env
+
+
+def dev_ports(services: str) -> tuple[int, int, int, tuple[str, ...]]:
+    """Free ports for a `make dev` of `services` (and the gateway), and its arguments."""
+    base, broker_port, mongo_port = free_port_block(), free_port(), free_port()
+    args = ("--base-port", str(base), "--services", services)
+    args += ("--broker-port", str(broker_port), "--mongo-port", str(mongo_port))
+    return base, broker_port, mongo_port, args
 
 
 class DevCommand:
@@ -129,9 +123,7 @@ def gone(process: psutil.Process) -> bool:
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_crashed_service_process_is_restarted_and_the_stores_keep_their_events() -> None:
-    base, broker_port, mongo_port = free_port_block(), free_port(), free_port()
-    args = ("--base-port", str(base), "--services", "users")
-    args += ("--broker-port", str(broker_port), "--mongo-port", str(mongo_port))
+    base, _, _, args = dev_ports("users")
     with dev_command(*args) as dev:
         dev.wait_for(BANNER)
         gateway = Gateway(f"http://127.0.0.1:{base}", secret=DEV_WEBHOOK_SECRET)
@@ -183,9 +175,7 @@ def test_a_crashed_service_process_is_restarted_and_the_stores_keep_their_events
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_every_child_dies_with_a_killed_supervisor() -> None:
-    base, broker_port, mongo_port = free_port_block(), free_port(), free_port()
-    args = ("--base-port", str(base), "--services", "none")
-    args += ("--broker-port", str(broker_port), "--mongo-port", str(mongo_port))
+    base, broker_port, mongo_port, args = dev_ports("none")
     with dev_command(*args) as dev:
         dev.wait_for(BANNER)
         children = dev.children()
@@ -203,9 +193,7 @@ def test_every_child_dies_with_a_killed_supervisor() -> None:
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_dead_broker_is_said_loudly_and_stops_everything() -> None:
-    base, broker_port, mongo_port = free_port_block(), free_port(), free_port()
-    args = ("--base-port", str(base), "--services", "none")
-    args += ("--broker-port", str(broker_port), "--mongo-port", str(mongo_port))
+    *_, args = dev_ports("none")
     with dev_command(*args) as dev:
         dev.wait_for(BANNER)
         children = dev.children()
