@@ -107,17 +107,22 @@ class Runtime:
             raw = message.raw_message
             records = list(raw) if isinstance(raw, (list, tuple)) else [raw]
             await processor.handle(records)
-            try:
-                await lag.record(getattr(subscriber, "consumer", None))
-            except Exception:  # a metric never fails a batch that applied
-                log.warning("could not record consumer lag", exc_info=True)
+            await _record_lag(subscriber, lag)
 
         subscriber(handle)
 
     async def record_lag(self) -> None:
         """Refresh `siteview_consumer_lag` for every subscriber's assigned partitions."""
         for subscriber, lag in self.lag:
-            await lag.record(getattr(subscriber, "consumer", None))
+            await _record_lag(subscriber, lag)
+
+
+async def _record_lag(subscriber: Any, lag: LagRecorder) -> None:
+    """Record one subscriber's lag; a metric never fails a batch or stops the worker."""
+    try:
+        await lag.record(getattr(subscriber, "consumer", None))
+    except Exception:
+        log.warning("could not record consumer lag", exc_info=True)
 
 
 async def _open_mongo(
@@ -196,10 +201,7 @@ def worker_app(
 async def _refresh_lag(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(LAG_INTERVAL_SECONDS)
-        try:
-            await runtime.record_lag()
-        except Exception:  # a metric must never stop the worker
-            log.warning("could not refresh consumer lag", exc_info=True)
+        await runtime.record_lag()
 
 
 def api_app(
