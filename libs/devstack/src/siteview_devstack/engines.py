@@ -74,12 +74,17 @@ def _kafka_inputs() -> list[Path]:
     return [SOURCES / "kafka" / "pom.xml"]
 
 
+def _go_inputs(module: str) -> list[Path]:
+    """What a Go tool under libs/devstack/engines/<module> is built from."""
+    return [SOURCES / module / name for name in ("go.mod", "go.sum", "main.go")]
+
+
 def _ferretdb_inputs() -> list[Path]:
-    return [SOURCES / "ferretdb" / name for name in ("go.mod", "go.sum", "main.go")]
+    return _go_inputs("ferretdb")
 
 
 def _kustomize_inputs() -> list[Path]:
-    return [SOURCES / "kustomize" / name for name in ("go.mod", "go.sum", "main.go")]
+    return _go_inputs("kustomize")
 
 
 def _fingerprint(inputs: list[Path]) -> str:
@@ -131,10 +136,11 @@ def provision_kafka() -> bool:
     return True
 
 
-def provision_ferretdb() -> bool:
-    """Build the FerretDB server into FERRETDB_BIN; False when already built."""
-    home = FERRETDB_BIN.parent
-    if _up_to_date(home, _ferretdb_inputs()):
+def _go_build(module: str, binary: Path) -> bool:
+    """Build the Go program in libs/devstack/engines/<module> into `binary`, checked against
+    its committed go.sum; False when the binary is already built from these inputs."""
+    home = binary.parent
+    if _up_to_date(home, _go_inputs(module)):
         return False
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -143,25 +149,21 @@ def provision_ferretdb() -> bool:
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
     }
-    partial = home / "ferretdb.partial"
-    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / "ferretdb", env=env)
-    partial.rename(FERRETDB_BIN)
-    (home / ".provisioned").write_text(_fingerprint(_ferretdb_inputs()) + "\n")
+    partial = binary.with_name(f"{binary.name}.partial")
+    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / module, env=env)
+    partial.rename(binary)
+    (home / ".provisioned").write_text(_fingerprint(_go_inputs(module)) + "\n")
     return True
+
+
+def provision_ferretdb() -> bool:
+    """Build the FerretDB server into FERRETDB_BIN; False when already built."""
+    return _go_build("ferretdb", FERRETDB_BIN)
 
 
 def provision_kustomize() -> bool:
     """Build the kustomize CLI into KUSTOMIZE_BIN; False when already built."""
-    home = KUSTOMIZE_BIN.parent
-    if _up_to_date(home, _kustomize_inputs()):
-        return False
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-    partial = home / "kustomize.partial"
-    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / "kustomize", env=env)
-    partial.rename(KUSTOMIZE_BIN)
-    (home / ".provisioned").write_text(_fingerprint(_kustomize_inputs()) + "\n")
-    return True
+    return _go_build("kustomize", KUSTOMIZE_BIN)
 
 
 def provision(out: IO[str] = sys.stdout) -> None:
