@@ -41,15 +41,8 @@ from siteview_common.events import ClerkEvent, PoisonMessageError, PublishedEven
 from siteview_common.mongo import make_mongo_client
 from siteview_common.settings import load_settings
 from siteview_common.writes import bulk_upsert_guarded
-from siteview_ops.transfer import (
-    JSON_OPTIONS,
-    OpsMongoSettings,
-    Service,
-    fail,
-    one_line,
-    progress,
-    stderr,
-)
+from siteview_ops.console import Service, err, fail, one_line, progress
+from siteview_ops.transfer import JSON_OPTIONS, OpsMongoSettings
 from siteview_payments.domain import attempt_command
 from siteview_payments.repository import attempt_write
 from siteview_users.domain import UpsertUser
@@ -273,5 +266,5 @@ def import_convex(path: Path) -> None:
     results = asyncio.run(import_archive(path))
     for name, counts in results.items():
         for reason in counts.reasons:
-            stderr.print(f"skipped {reason}", markup=False, highlight=False)
+            err.print(f"skipped {reason}", markup=False, highlight=False)
         print(counts.line(name))

@@ -17,21 +17,16 @@ carries `redriven-from`), so a message that still fails is not sent round in cir
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from siteview_common.events import (
@@ -41,6 +36,7 @@ from siteview_common.events import (
     HEADER_EVENT_TYPE,
 )
 from siteview_common.settings import KafkaSettings, load_settings
+from siteview_ops.console import OpsError, fail, out, progress, run
 
 app = typer.Typer(
     help="Dead-letter queues: list, show and redrive the messages parked in `<topic>.dlq`.",
@@ -54,37 +50,6 @@ HEADER_REDRIVEN_FROM = "redriven-from"
 DLQ_HEADERS = frozenset({HEADER_DLQ_REASON, HEADER_DLQ_SOURCE, HEADER_DLQ_GROUP})
 DLQ_SUFFIX = ".dlq"
 REDRIVEN_SUFFIX = ".redriven"
-
-T = TypeVar("T")
-err = Console(stderr=True)
-out = Console(soft_wrap=True)
-
-
-class OpsError(Exception):
-    """A failure the operator can act on: printed as one line, exit status 1."""
-
-
-def fail(message: str, status: int = 1) -> NoReturn:
-    print(f"siteview: {message}", file=sys.stderr)
-    raise typer.Exit(status)
-
-
-def run(main: Callable[[], Awaitable[T]]) -> T:
-    """Run an async command body; every failure becomes one line on stderr, never a trace."""
-    try:
-        return asyncio.run(main())  # type: ignore[arg-type]
-    except typer.Exit:
-        raise
-    except OpsError as exc:
-        fail(str(exc))
-    except KafkaConnectionError as exc:
-        fail(f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS: {type(exc).__name__}")
-    except KafkaError as exc:
-        fail(f"Kafka refused: {type(exc).__name__}: {exc}")
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except Exception as exc:
-        fail(f"{type(exc).__name__}: {exc}")
 
 
 def kafka_settings() -> KafkaSettings:
@@ -317,16 +282,6 @@ async def redrive_log(servers: str, dlq_topic: str) -> RedriveLog:
             if isinstance(note.get("eventId"), str):
                 log.event_ids.add(note["eventId"])
     return log
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-    )
 
 
 async def load_dlq(servers: str, dlq_topic: str) -> list[Entry]:

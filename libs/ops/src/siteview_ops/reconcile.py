@@ -47,7 +47,8 @@ from siteview_common.events import (
 from siteview_common.kafka import make_broker
 from siteview_common.mongo import make_mongo_client
 from siteview_common.settings import KafkaSettings, MissingSettingError, load_settings
-from siteview_ops.transfer import OpsMongoSettings, Service, fail, one_line, progress, stderr
+from siteview_ops.console import Service, err, fail, one_line, progress
+from siteview_ops.transfer import OpsMongoSettings
 from siteview_users.domain import ClerkUser
 
 CLERK_API_URL = "https://api.clerk.com"
@@ -187,7 +188,7 @@ def plan_users(users: Sequence[dict[str, Any]], stored: dict[str, dict[str, Any]
         try:
             user = ClerkUser.model_validate(raw)
         except ValidationError:
-            stderr.print(f"skipped a user Clerk listed that is not a user: {raw.get('id')!r}")
+            err.print(f"skipped a user Clerk listed that is not a user: {raw.get('id')!r}")
             continue
         updated_at = user.updated_at or user.created_at or 0
         record = stored.get(user.id)

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, cast
 
 import typer
@@ -37,15 +36,10 @@ from siteview_common.consumer import Apply, BatchProcessor, Parse
 from siteview_common.mongo import check_server, make_mongo_client
 from siteview_common.runtime import Runtime, WorkerSettings
 from siteview_common.settings import load_settings
-from siteview_ops.dlq import OpsError, assign_whole_topic, err, out, run
+from siteview_ops.console import OpsError, Service, err, out, run
+from siteview_ops.dlq import assign_whole_topic
 
 app = typer.Typer(help="Rebuild a service's read model from its Kafka topic.")
-
-
-class Service(StrEnum):
-    users = "users"
-    payments = "payments"
-    videos = "videos"
 
 
 @dataclass(frozen=True, slots=True)

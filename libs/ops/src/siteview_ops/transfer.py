@@ -8,13 +8,11 @@ alone, so importing the same file twice changes nothing the second time.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 from bson import json_util
@@ -22,21 +20,12 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 from pymongo import MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from siteview_common.settings import MongoSettings, load_settings
+from siteview_ops.console import Service, err, fail, one_line, progress
 
 JSON_OPTIONS: JSONOptions = CANONICAL_JSON_OPTIONS.with_options(tz_aware=True)
 BATCH = 500
-
-stderr = Console(stderr=True)
-
-
-class Service(StrEnum):
-    users = "users"
-    payments = "payments"
-    videos = "videos"
 
 
 class OpsMongoSettings(MongoSettings):
@@ -51,18 +40,6 @@ class OpsMongoSettings(MongoSettings):
         return str(getattr(self, f"{service.value}_mongodb_database"))
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """End the command with one line on stderr."""
-    print(f"siteview: {message}", file=sys.stderr)
-    raise typer.Exit(code)
-
-
-def one_line(exc: BaseException) -> str:
-    """The error's message on one line, without PyMongo's topology and timeout details."""
-    text = re.sub(r"\s*\(configured timeouts:[^)]*\)", "", str(exc)).split(", Timeout:")[0]
-    return " ".join(text.split()) or type(exc).__name__
-
-
 @contextmanager
 def mongo_client() -> Iterator[tuple[OpsMongoSettings, MongoClient[dict[str, Any]]]]:
     settings = load_settings(OpsMongoSettings, "mongo_url")
@@ -75,16 +52,6 @@ def mongo_client() -> Iterator[tuple[OpsMongoSettings, MongoClient[dict[str, Any
         fail(f"database error: {one_line(exc)}")
     finally:
         client.close()
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=stderr,
-        transient=True,
-    )
 
 
 def to_line(doc: dict[str, Any]) -> str:
@@ -181,7 +148,7 @@ def export(
                     count = export_collection(db, collection, handle)
             except OSError as exc:
                 fail(f"cannot write {out}: {exc.strerror or one_line(exc)}")
-        stderr.print(f"exported {count} documents from {db.name}.{collection}")
+        err.print(f"exported {count} documents from {db.name}.{collection}")
 
 
 def import_(
