@@ -18,6 +18,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
+from pymongo.uri_parser import parse_uri
+
 from siteview_devstack.broker import free_port
 
 T = TypeVar("T")
@@ -149,3 +151,23 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         except OSError:
             pass
     writer.transport.abort()
+
+
+def mongo_upstream(url: str) -> tuple[str, int]:
+    """The first host of a MongoDB URL: what a proxy in front of it forwards to."""
+    host, port = parse_uri(url)["nodelist"][0]
+    return host, port
+
+
+def through_proxy(url: str, port: int) -> tuple[str, str, int]:
+    """`url` rewritten to reach its first host through 127.0.0.1:`port` (and only that host:
+    a directConnection), and the host and port it pointed at."""
+    scheme, _, rest = url.partition("://")
+    assert scheme == "mongodb", f"cannot proxy {scheme} URLs"
+    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
+    authority, tail = rest[:cut], rest[cut:]
+    userinfo, at, _ = authority.rpartition("@")
+    if not tail.startswith("/"):
+        tail = "/" + tail
+    tail += ("&" if "?" in tail else "?") + "directConnection=true"
+    return f"mongodb://{userinfo}{at}127.0.0.1:{port}{tail}", *mongo_upstream(url)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tcpproxy import TcpProxy
+from tcpproxy import TcpProxy, through_proxy
 
 from conftest import Backend, service_env
 from siteview_devstack.broker import free_port
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.e2e
 TIMEOUT_SECONDS = 1.0
 #: Generous: the bound is the setting; this only tells "answered" from "hung".
 CLIENT_TIMEOUT = 4 * TIMEOUT_SECONDS
-
-
-def through_proxy(url: str, port: int) -> tuple[str, str, int]:
-    """`url` rewritten to reach its first host through 127.0.0.1:`port` (and only that host:
-    a directConnection), and the host and port it pointed at."""
-    scheme, _, rest = url.partition("://")
-    assert scheme == "mongodb", f"cannot proxy {scheme} URLs"
-    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
-    authority, tail = rest[:cut], rest[cut:]
-    userinfo, at, hosts = authority.rpartition("@")
-    host, _, target_port = hosts.split(",")[0].rpartition(":")
-    if not tail.startswith("/"):
-        tail = "/" + tail
-    tail += ("&" if "?" in tail else "?") + "directConnection=true"
-    return f"mongodb://{userinfo}{at}127.0.0.1:{port}{tail}", host, int(target_port or 27017)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.uri_parser import parse_uri
-from tcpproxy import TcpProxy
+from tcpproxy import TcpProxy, mongo_upstream
 
 from conftest import Backend
 from siteview_common.consumer import Apply
@@ -192,16 +192,11 @@ def proxied_client(mongo_url: str, proxy: TcpProxy) -> AsyncMongoClient[Any]:
     )
 
 
-def upstream(mongo_url: str) -> tuple[str, int]:
-    host, port = parse_uri(mongo_url)["nodelist"][0]
-    return host, port
-
-
 async def test_an_outage_is_never_dead_lettered_and_applies_once_it_ends(
     start_worker: Any, backend: Backend, mongo_client: AsyncMongoClient[Any]
 ) -> None:
     event, marker = new_svix_id(), new_svix_id()
-    proxy = TcpProxy(*upstream(backend.mongo)).start()
+    proxy = TcpProxy(*mongo_upstream(backend.mongo)).start()
     client = proxied_client(backend.mongo, proxy)
     database = f"outage_{uuid.uuid4().hex[:8]}"
     attempts: list[list[str]] = []

@@ -16,8 +16,7 @@ import uuid
 
 import httpx
 import pytest
-from e2e.test_database_outage import through_proxy
-from tcpproxy import TcpProxy
+from tcpproxy import TcpProxy, through_proxy
 
 from conftest import Backend, service_env
 from siteview_devstack.broker import free_port
