@@ -1,7 +1,7 @@
-"""`siteview reconcile users` against a local fake of Clerk's Backend API (`GET /v1/users/count`
-and `GET /v1/users` with limit/offset, one 429 with Retry-After): it publishes exactly the users
-the read model misses or holds older, the users worker applies them, and a second run publishes
-nothing."""
+"""`siteview reconcile users|billing` against a local fake of Clerk's Backend API (users: count
+and limit/offset pages, one 429 with Retry-After; billing: statements, their payment attempts,
+each user's subscription, all paginated): each publishes exactly what the read model misses or
+holds older, the workers apply it, and a second run publishes nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+from payments.billing import attempt_event, new_id, subscription_event
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,21 +17,70 @@ from starlette.routing import Route
 
 from conftest import Backend, Stack
 from siteview_devstack.processes import base_env
-from support import KeyPair, eventually, example, run_module, served, user_event
+from support import (
+    KeyPair,
+    eventually,
+    example,
+    new_user_id,
+    run_module,
+    served,
+    user_event,
+)
 
 SECRET = "sk_test_reconcile"
 T0 = 1_770_000_000_000
 
 
 class FakeClerk:
-    """The documented user endpoints, paginated, answering the first page request with 429."""
+    """The documented endpoints, paginated, answering the first user page request with 429.
 
-    def __init__(self, users: list[dict[str, Any]]) -> None:
+    Billing answers as the Backend API does, not as webhooks do: `{data, total_count}` pages,
+    an attempt with one `subscription_item` and a `payment_method`, a subscription listing
+    `subscription_items` and naming its payer only by `payer_id`."""
+
+    def __init__(
+        self,
+        users: list[dict[str, Any]],
+        statements: dict[str, list[dict[str, Any]]] | None = None,
+        subscriptions: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.users = users
+        self.statements = statements or {}
+        self.subscriptions = subscriptions or {}
         self.requests: list[tuple[str, dict[str, str], int]] = []
         self.app = Starlette(
-            routes=[Route("/v1/users/count", self.count), Route("/v1/users", self.list)]
+            routes=[
+                Route("/v1/users/count", self.count),
+                Route("/v1/users", self.list),
+                Route("/v1/users/{user_id}/billing/subscription", self.subscription),
+                Route("/v1/billing/statements", self.list_statements),
+                Route("/v1/billing/statements/{statement_id}/payment_attempts", self.attempts),
+            ]
         )
+
+    def _page(self, request: Request, items: list[dict[str, Any]]) -> JSONResponse:
+        if not self._authorized(request):
+            return JSONResponse({"errors": [{"code": "unauthorized"}]}, 401)
+        params = dict(request.query_params)
+        self.requests.append((request.url.path, params, 200))
+        offset, limit = int(params["offset"]), int(params["limit"])
+        return JSONResponse({"data": items[offset : offset + limit], "total_count": len(items)})
+
+    async def list_statements(self, request: Request) -> JSONResponse:
+        statements = [{"object": "commerce_statement", "id": s} for s in self.statements]
+        return self._page(request, statements)
+
+    async def attempts(self, request: Request) -> JSONResponse:
+        return self._page(request, self.statements[request.path_params["statement_id"]])
+
+    async def subscription(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return JSONResponse({"errors": [{"code": "unauthorized"}]}, 401)
+        found = self.subscriptions.get(request.path_params["user_id"])
+        self.requests.append((request.url.path, {}, 200 if found else 404))
+        if found is None:
+            return JSONResponse({"errors": [{"code": "resource_not_found"}]}, 404)
+        return JSONResponse(found)
 
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {SECRET}"
@@ -61,18 +111,19 @@ def clerk_user(user_id: str, updated_at: int, first_name: str) -> dict[str, Any]
     return user
 
 
-def reconcile(backend: Backend, stack: Stack, clerk_url: str, *flags: str) -> str:
+def reconcile(backend: Backend, stack: Stack, clerk_url: str, *args: str) -> str:
     env = base_env()
     env.update(
         APP_ENV=backend.app_env,
         MONGODB_URL=backend.mongo,
         KAFKA_BOOTSTRAP_SERVERS=backend.kafka,
         USERS_MONGODB_DATABASE=stack.databases["users"],
+        PAYMENTS_MONGODB_DATABASE=stack.databases["payments"],
         CLERK_SECRET_KEY=SECRET,
         CLERK_API_URL=clerk_url,
         CLERK_PAGE_SIZE="2",
     )
-    done = run_module(["siteview_ops.cli", "reconcile", "users", *flags], env)
+    done = run_module(["siteview_ops.cli", "reconcile", *args], env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -106,9 +157,9 @@ def test_reconcile_publishes_exactly_the_missing_and_older_users(
         ]
     )
     with served(clerk.app) as clerk_url:
-        planned = reconcile(backend, stack, clerk_url, "--dry-run")
-        assert f"would publish user.created {missing} updated_at={T0 + 5}" in planned
-        assert f"would publish user.updated {older} updated_at={T0 + 9}" in planned
+        planned = reconcile(backend, stack, clerk_url, "users", "--dry-run")
+        assert f"would publish user.created {missing} version={T0 + 5}" in planned
+        assert f"would publish user.updated {older} version={T0 + 9}" in planned
         assert current not in planned
         assert "users: 3 in Clerk, 1 up to date, 1 missing, 1 older" in planned
 
@@ -118,7 +169,7 @@ def test_reconcile_publishes_exactly_the_missing_and_older_users(
         ]
         assert pages == [("0", "2", 429), ("0", "2", 200), ("2", "2", 200)]
 
-        first = reconcile(backend, stack, clerk_url)
+        first = reconcile(backend, stack, clerk_url, "users")
         assert "published 2" in first
         eventually(
             lambda: (profile(stack, signing_key, missing) or {}).get("name") == "Missing Lovelace"
@@ -127,5 +178,118 @@ def test_reconcile_publishes_exactly_the_missing_and_older_users(
         assert profile(stack, signing_key, older)["name"] == "After Lovelace"  # type: ignore[index]
         assert profile(stack, signing_key, current)["updatedAt"] == T0  # type: ignore[index]
 
-        second = reconcile(backend, stack, clerk_url)
+        second = reconcile(backend, stack, clerk_url, "users")
         assert "users: 3 in Clerk, 3 up to date, 0 missing, 0 older; published 0" in second
+
+
+def api_attempt(event: dict[str, Any]) -> dict[str, Any]:
+    """A webhook's payment attempt as the Backend API lists it."""
+    data = dict(event["data"])
+    data["subscription_item"] = data.pop("subscription_items")[0]
+    data["payment_method"] = data.pop("payment_source")
+    data["amount"] = data.pop("totals")["grand_total"]
+    data["object"] = "commerce_payment_attempt"
+    return data
+
+
+def api_subscription(event: dict[str, Any]) -> dict[str, Any]:
+    """A webhook's subscription as `GET /v1/users/{id}/billing/subscription` answers it."""
+    data = dict(event["data"])
+    data["subscription_items"] = data.pop("items")
+    data.pop("payer")
+    data["payer_id"] = "cpayer_reconcile"
+    return data
+
+
+def test_reconcile_billing_publishes_what_the_payments_model_misses_or_holds_older(
+    backend: Backend, stack: Stack, signing_key: KeyPair
+) -> None:
+    user, other = new_user_id(), new_user_id()
+    token = signing_key.token(user)
+    ids = {name: new_id("pa") for name in ("settled", "missing", "current", "reopened")}
+    # What webhooks delivered: `settled` pending (Clerk has it paid since), `current` and
+    # `reopened` paid.
+    delivered = [
+        attempt_event(user, status="pending", attempt_id=ids["settled"], updated_at=T0),
+        attempt_event(user, status="paid", attempt_id=ids["current"], updated_at=T0),
+        attempt_event(user, status="paid", attempt_id=ids["reopened"], updated_at=T0),
+    ]
+    for event in delivered:
+        assert stack.gateway.deliver(event).status_code == 202
+    eventually(lambda: len(my_payments(stack, token)) == 3)
+
+    clerk_attempts = [
+        attempt_event(user, status="paid", attempt_id=ids["settled"], updated_at=T0 + 10),
+        attempt_event(user, status="paid", attempt_id=ids["missing"], updated_at=T0 + 5),
+        attempt_event(user, status="paid", attempt_id=ids["current"], updated_at=T0),
+        # A pending state newer by the clock never reopens a paid attempt.
+        attempt_event(user, status="pending", attempt_id=ids["reopened"], updated_at=T0 + 20),
+    ]
+    subscription_id = new_id("sub")
+    subscription = subscription_event(
+        user, subscription_id=subscription_id, items=[(new_id("csi"), "active")], updated_at=T0
+    )
+    clerk = FakeClerk(
+        [clerk_user(user, T0, "Payer"), clerk_user(other, T0, "Free")],
+        statements={
+            new_id("stmt"): [api_attempt(e) for e in clerk_attempts[:3]],
+            new_id("stmt"): [api_attempt(clerk_attempts[3])],
+        },
+        subscriptions={user: api_subscription(subscription)},
+    )
+    with served(clerk.app) as clerk_url:
+        planned = reconcile(backend, stack, clerk_url, "billing", "--dry-run")
+        assert f"would publish paymentAttempt.updated {ids['settled']} version={T0 + 10}" in planned
+        assert f"would publish paymentAttempt.updated {ids['missing']} version={T0 + 5}" in planned
+        assert f"would publish subscription.created {subscription_id} version={T0}" in planned
+        assert ids["current"] not in planned and ids["reopened"] not in planned
+        assert "payment attempts: 4 in Clerk, 2 up to date, 1 missing, 1 older" in planned
+        assert "subscriptions: 1 in Clerk, 0 up to date, 1 missing, 0 older" in planned
+
+        # Pagination: the first statement's three attempts come in pages of two.
+        first_statement = next(iter(clerk.statements))
+        pages = [q["offset"] for p, q, _ in clerk.requests if first_statement in p]
+        assert pages == ["0", "2"]
+        assert (f"/v1/users/{other}/billing/subscription", {}, 404) in clerk.requests
+
+        assert "published 3" in reconcile(backend, stack, clerk_url, "billing")
+        eventually(
+            lambda: (
+                {a["id"]: a["status"] for a in my_payments(stack, token)}
+                == {
+                    ids["settled"]: "paid",
+                    ids["missing"]: "paid",
+                    ids["current"]: "paid",
+                    ids["reopened"]: "paid",
+                }
+            )
+        )
+        eventually(lambda: [s["id"] for s in my_subscriptions(stack, token)] == [subscription_id])
+        assert my_subscriptions(stack, token)[0]["items"][0]["status"] == "active"
+
+        second = reconcile(backend, stack, clerk_url, "billing")
+        assert "payment attempts: 4 in Clerk, 4 up to date, 0 missing, 0 older" in second
+        assert "subscriptions: 1 in Clerk, 1 up to date, 0 missing, 0 older; published 0" in second
+
+
+def my_payments(stack: Stack, token: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{stack.urls['payments-api']}/payments/me",
+        headers={"Authorization": f"Bearer {token}"},
+        params={"numItems": 20},
+        timeout=15,
+    )
+    assert response.status_code == 200, response.text
+    page: list[dict[str, Any]] = response.json()["page"]
+    return page
+
+
+def my_subscriptions(stack: Stack, token: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{stack.urls['payments-api']}/subscriptions/me",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=15,
+    )
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()
+    return found
