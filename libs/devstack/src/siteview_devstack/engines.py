@@ -7,6 +7,8 @@
   `go.sum`) as a ten-line program that embeds its `ferretdb` package.
 - **kustomize**: not an engine but a tool the deployment checks (tests/deploy) need, built by
   Go the same way from its `sigs.k8s.io/kustomize/kustomize/v5` module.
+- **vegeta**: the load generator of `make bench`, built by Go the same way (its command is
+  the root package of `github.com/tsenart/vegeta/v12`); only `make bench` builds it.
 
 `make engines` provisions all three into `.tools/engines/` at the versions pinned in
 `libs/devstack/engines/` and prints what it built; a second run does nothing. The test suite's
@@ -35,6 +37,7 @@ from siteview_devstack.processes import die_with_parent
 KAFKA_VERSION = "3.9.1"
 FERRETDB_VERSION = "1.24.2"
 KUSTOMIZE_VERSION = "5.8.2"
+VEGETA_VERSION = "12.13.0"
 
 REPO = Path(__file__).resolve().parents[4]
 SOURCES = REPO / "libs" / "devstack" / "engines"
@@ -42,6 +45,7 @@ ENGINES_DIR = Path(os.environ.get("SITEVIEW_ENGINES_DIR") or REPO / ".tools" / "
 KAFKA_HOME = ENGINES_DIR / f"kafka-{KAFKA_VERSION}"
 FERRETDB_BIN = ENGINES_DIR / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
 KUSTOMIZE_BIN = ENGINES_DIR / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
+VEGETA_BIN = ENGINES_DIR / f"vegeta-{VEGETA_VERSION}" / "vegeta"
 
 TOOLCHAINS = ("java", "mvn", "go")
 
@@ -136,9 +140,10 @@ def provision_kafka() -> bool:
     return True
 
 
-def _go_build(module: str, binary: Path) -> bool:
-    """Build the Go program in libs/devstack/engines/<module> into `binary`, checked against
-    its committed go.sum; False when the binary is already built from these inputs."""
+def _go_build(module: str, binary: Path, package: str = ".") -> bool:
+    """Build the Go program in libs/devstack/engines/<module> (or `package`, a command of a
+    module it requires) into `binary`, checked against its committed go.sum; False when the
+    binary is already built from these inputs."""
     home = binary.parent
     if _up_to_date(home, _go_inputs(module)):
         return False
@@ -150,7 +155,7 @@ def _go_build(module: str, binary: Path) -> bool:
         "CGO_ENABLED": "0",
     }
     partial = binary.with_name(f"{binary.name}.partial")
-    _run(["go", "build", "-o", str(partial), "."], cwd=SOURCES / module, env=env)
+    _run(["go", "build", "-o", str(partial), package], cwd=SOURCES / module, env=env)
     partial.rename(binary)
     (home / ".provisioned").write_text(_fingerprint(_go_inputs(module)) + "\n")
     return True
@@ -164,6 +169,11 @@ def provision_ferretdb() -> bool:
 def provision_kustomize() -> bool:
     """Build the kustomize CLI into KUSTOMIZE_BIN; False when already built."""
     return _go_build("kustomize", KUSTOMIZE_BIN)
+
+
+def provision_vegeta() -> bool:
+    """Build the vegeta load generator (for `make bench`) into VEGETA_BIN; False when built."""
+    return _go_build("vegeta", VEGETA_BIN, "github.com/tsenart/vegeta/v12")
 
 
 def provision(out: IO[str] = sys.stdout) -> None:
