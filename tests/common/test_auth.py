@@ -1,4 +1,6 @@
-"""Clerk session-token verification, one test per way a token can be wrong."""
+"""Clerk session-token verification, one test per way a token can be wrong, and the cache of
+verified tokens: bounded, re-checking the times of every token it returns, holding no refused
+token."""
 
 from __future__ import annotations
 
@@ -6,12 +8,15 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import jwt
 import pytest
+from fastapi import APIRouter, FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from siteview_common.auth import (
@@ -20,7 +25,10 @@ from siteview_common.auth import (
     TokenPolicy,
     bearer_token,
 )
-from support import TEST_AZP, TEST_ISSUER, KeyPair
+from siteview_common.deps import CurrentUser
+from siteview_common.settings import CommonSettings
+from siteview_common.webapp import create_app
+from support import TEST_AZP, TEST_ISSUER, KeyPair, served
 
 USER = "user_auth_test"
 POLICY = TokenPolicy(issuer=TEST_ISSUER, authorized_parties=(TEST_AZP,), leeway=5)
@@ -218,3 +226,120 @@ async def test_an_unreachable_jwks_is_an_invalid_token_not_a_crash() -> None:
     verifier = ClerkTokenVerifier(POLICY, jwks_url="http://127.0.0.1:9/.well-known/jwks.json")
     with pytest.raises(InvalidTokenError):
         await verifier.verify(KeyPair("kid-x").token(USER))
+
+
+# A verified token is remembered with its claims; every later use checks its times again.
+
+
+def _expiring_token(key: KeyPair) -> tuple[str, float]:
+    """A token already past `exp` but still within the 5 s leeway for at least another
+    second; and when the leeway runs out."""
+    now = int(time.time())
+    token = key.token(USER, ttl=-3, now=now)  # exp = now - 3: accepted until now + 2
+    return token, now - 3 + POLICY.leeway
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()) + 0.05)
+
+
+async def test_a_cached_token_is_refused_once_it_expires(key: KeyPair) -> None:
+    verifier = ClerkTokenVerifier(POLICY, public_key=key.public_pem)
+    token, refused_from = _expiring_token(key)
+    assert (await verifier.verify(token)).user_id == USER
+    assert (await verifier.verify(token)).user_id == USER  # from the cache
+    _sleep_until(refused_from)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        await verifier.verify(token)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        await verifier.verify(token)
+
+
+def test_a_cached_token_that_expired_answers_401(key: KeyPair) -> None:
+    verifier = ClerkTokenVerifier(POLICY, public_key=key.public_pem)
+    router = APIRouter()
+
+    @router.get("/whoami")
+    async def whoami(user: CurrentUser) -> dict[str, str]:
+        return {"sub": user.user_id}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.verifier = verifier
+        yield
+
+    app = create_app(
+        title="auth-under-test",
+        settings=CommonSettings(),
+        lifespan=lifespan,
+        checks={},
+        routers=[router],
+    )
+    token, refused_from = _expiring_token(key)
+    headers = {"Authorization": f"Bearer {token}"}
+    with served(app) as url, httpx.Client(base_url=url, headers=headers) as client:
+        assert client.get("/whoami").json() == {"sub": USER}
+        assert client.get("/whoami").json() == {"sub": USER}
+        assert verifier.cached_tokens == 1
+        _sleep_until(refused_from)
+        response = client.get("/whoami")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing or invalid session token"}
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_another_token_of_the_same_user_is_verified_on_its_own(key: KeyPair) -> None:
+    verifier = ClerkTokenVerifier(POLICY, public_key=key.public_pem)
+    first = await verifier.verify(key.token(USER))
+    for refused in (
+        KeyPair("kid-a").token(USER),  # same sub and kid, another key
+        key.token(USER, ttl=-60),  # expired
+        key.token(USER, azp="https://evil.example"),
+    ):
+        with pytest.raises(InvalidTokenError):
+            await verifier.verify(refused)
+    second = await verifier.verify(key.token(USER))
+    assert second.user_id == USER
+    assert second.session_id != first.session_id
+    assert verifier.cached_tokens == 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda key: KeyPair(key.kid).token(USER),
+        lambda key: key.token(USER, ttl=-60),
+        lambda key: key.token(USER, now=time.time() + 120),
+        lambda key: key.token(USER, azp="https://evil.example"),
+        lambda key: key.token(USER, issuer="https://evil.example"),
+        lambda key: _unsigned(_claims()),
+    ],
+    ids=["other-key", "expired", "not-yet-valid", "wrong-azp", "wrong-iss", "alg-none"],
+)
+async def test_a_refused_token_is_never_cached(key: KeyPair, bad: Any) -> None:
+    verifier = ClerkTokenVerifier(POLICY, public_key=key.public_pem)
+    token = bad(key)
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            await verifier.verify(token)
+    assert verifier.cached_tokens == 0
+
+
+async def test_the_cache_is_bounded(key: KeyPair) -> None:
+    verifier = ClerkTokenVerifier(POLICY, public_key=key.public_pem, cache_size=3)
+    for _ in range(5):
+        await verifier.verify(key.token(USER))
+    assert verifier.cached_tokens == 3
+
+
+async def test_jwks_verified_tokens_are_cached_too(jwks: JWKS) -> None:
+    signer = KeyPair("kid-cached")
+    jwks.keys = [signer]
+    verifier = ClerkTokenVerifier(POLICY, jwks_url=jwks.url, jwks_refetch_cooldown=0)
+    token = signer.token(USER)
+    assert (await verifier.verify(token)).user_id == USER
+    assert verifier.cached_tokens == 1
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(KeyPair("kid-cached").token(USER))  # a forged twin of the kid
+    assert (await verifier.verify(token)).user_id == USER
+    assert verifier.cached_tokens == 1

@@ -1,17 +1,23 @@
 """Clerk session-token verification: RS256 only, networkless PEM or JWKS by `kid`.
 
-Tokens are verified at request time (they live 60 s) and never travel through Kafka.
+Tokens are verified at request time (they live 60 s) and never travel through Kafka. A token
+that verified is remembered (by its exact text, in a bounded LRU cache) with its claims, so the
+requests a client sends with it skip the RS256 check; every such hit checks `exp` and `nbf`
+against the clock again, with the same leeway, so an expired token is refused all the same. A
+refused token is never remembered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
 import jwt
+from cachetools import LRUCache
 from jwt import PyJWKClient
 from jwt.algorithms import RSAAlgorithm
 
@@ -20,6 +26,8 @@ from siteview_common.settings import ClerkAuthSettings
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256"]
+#: How many verified tokens a process remembers (about 2 KiB each, with their claims).
+TOKEN_CACHE_SIZE = 10_000
 
 
 class InvalidTokenError(Exception):
@@ -31,6 +39,15 @@ class ClerkClaims:
     user_id: str
     session_id: str | None
     claims: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check, with the times that bound its validity."""
+
+    claims: ClerkClaims
+    exp: int
+    nbf: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +67,13 @@ class ClerkTokenVerifier:
         public_key: str | None = None,
         jwks_url: str | None = None,
         jwks_refetch_cooldown: float = 10.0,
+        cache_size: int = TOKEN_CACHE_SIZE,
     ) -> None:
         if not public_key and not jwks_url:
             raise ValueError("a public key or a JWKS URL is required")
         self._policy = policy
+        #: Verified tokens by their text; only the event loop's thread reads or writes it.
+        self._verified: LRUCache[str, _Verified] = LRUCache(maxsize=cache_size)
         self._key = jwt.PyJWK.from_dict(_pem_to_jwk(public_key)) if public_key else None
         # PyJWKClient caches the key set and refetches once on an unknown `kid` (rotation),
         # at most once per cooldown, so forged kids cannot turn into a fetch storm.
@@ -83,11 +103,38 @@ class ClerkTokenVerifier:
             jwks_refetch_cooldown=settings.clerk_jwks_refetch_cooldown_seconds,
         )
 
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens are remembered."""
+        return len(self._verified)
+
     async def verify(self, token: str) -> ClerkClaims:
-        """The token's claims, or `InvalidTokenError`. JWKS fetches run off the event loop."""
+        """The token's claims, or `InvalidTokenError`. A token verified before only has its
+        times checked again; JWKS fetches run off the event loop."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            self._check_times(token, cached)
+            return cached.claims
         if self._key is not None:
-            return self._decode(token, self._key)
-        return await anyio.to_thread.run_sync(self._verify_with_jwks, token)
+            claims = self._decode(token, self._key)
+        else:
+            claims = await anyio.to_thread.run_sync(self._verify_with_jwks, token)
+        # `exp` (required) and `nbf` (when present) read as PyJWT read them when it checked them.
+        nbf = claims.claims.get("nbf")
+        self._verified[token] = _Verified(
+            claims, int(claims.claims["exp"]), None if nbf is None else int(nbf)
+        )
+        return claims
+
+    def _check_times(self, token: str, verified: _Verified) -> None:
+        """PyJWT's own `exp` and `nbf` rules, against the clock now; an expired token is
+        forgotten."""
+        now, leeway = time.time(), self._policy.leeway
+        if verified.exp <= now - leeway:
+            self._verified.pop(token, None)
+            raise InvalidTokenError("Signature has expired")
+        if verified.nbf is not None and verified.nbf > now + leeway:
+            raise InvalidTokenError("The token is not yet valid (nbf)")
 
     def _verify_with_jwks(self, token: str) -> ClerkClaims:
         assert self._jwks is not None
