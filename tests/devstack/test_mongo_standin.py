@@ -16,7 +16,7 @@ from typing import Any
 
 import bson
 import pytest
-from bson import ObjectId
+from bson import Code, ObjectId
 from pymongo import (
     AsyncMongoClient,
     DeleteOne,
@@ -396,6 +396,250 @@ def test_duplicate_key_error_on_insert(db: Database[dict[str, Any]]) -> None:
         db.d.update_one({"_id": "b"}, {"$set": {"slug": "x"}})
     assert db.d.find_one({"_id": "b"})["slug"] == "y"
     assert db.d.count_documents({}) == 2
+
+
+# -- lookups: by `_id` and through unique indexes ----------------------------------------------
+
+
+def _refused(write: Any) -> dict[str, Any]:
+    """The key a write is refused for as a duplicate."""
+    with pytest.raises((DuplicateKeyError, BulkWriteError)) as info:
+        write()
+    details = info.value.details
+    assert details is not None
+    error = details["writeErrors"][0] if "writeErrors" in details else details
+    assert error["code"] == 11000
+    key: dict[str, Any] = error["keyValue"]
+    return key
+
+
+def test_guarded_upserts_by_id_apply_only_over_older_versions(
+    db: Database[dict[str, Any]],
+) -> None:
+    db.g.insert_many([{"_id": f"r{i}", "version": 5} for i in range(50)])
+
+    def guarded(doc_id: str, version: int, **fields: Any) -> dict[str, Any]:
+        update = {"$set": {"version": version, **fields}}
+        return {"q": {"_id": doc_id, "version": {"$lt": version}}, "u": update, "upsert": True}
+
+    raw = db.command(
+        "update",
+        "g",
+        updates=[
+            guarded("r7", 6, s="newer"),
+            guarded("r8", 5, s="same version"),
+            guarded("r9", 4, s="older"),
+            guarded("n1", 1, s="new"),
+            guarded("r10", 9),
+            guarded("r11", 6, s="newer"),
+        ],
+        ordered=False,
+    )
+    assert [(e["index"], e["code"], e["keyValue"]) for e in raw.pop("writeErrors")] == [
+        (1, 11000, {"_id": "r8"}),
+        (2, 11000, {"_id": "r9"}),
+    ]
+    assert raw == {"n": 4, "nModified": 3, "upserted": [{"index": 3, "_id": "n1"}], "ok": 1.0}
+    assert db.g.find_one({"_id": "r7"}) == {"_id": "r7", "version": 6, "s": "newer"}
+    assert db.g.find_one({"_id": "r8"}) == {"_id": "r8", "version": 5}
+    assert db.g.find_one({"_id": "r9"}) == {"_id": "r9", "version": 5}
+    assert db.g.find_one({"_id": "n1"}) == {"_id": "n1", "version": 1, "s": "new"}
+    assert db.g.find_one({"_id": "r10"}) == {"_id": "r10", "version": 9}
+    raw = db.command("update", "g", updates=[guarded("r10", 10), guarded("r10", 10)])
+    assert raw["n"] == 1 and raw["nModified"] == 1 and raw["writeErrors"][0]["index"] == 1
+    result = db.g.update_one({"_id": "r12", "version": 5}, {"$set": {"version": 5}})
+    assert (result.matched_count, result.modified_count) == (1, 0)
+    assert db.g.count_documents({}) == 51
+    assert db.g.count_documents({"_id": "r12", "version": {"$gt": 5}}) == 0
+    assert db.g.delete_one({"_id": "r13", "version": 4}).deleted_count == 0
+    assert db.g.delete_one({"_id": "r13", "version": 5}).deleted_count == 1
+    assert db.g.find_one({"_id": "r13"}) is None
+    db.g.insert_many([{"_id": 2.0}, {"_id": 3}, {"_id": ObjectId("0123456789ab0123456789ab")}])
+    assert db.g.find_one({"_id": 2}) == {"_id": 2.0}
+    assert db.g.find_one({"_id": 3.0}) == {"_id": 3}
+    assert db.g.find_one({"_id": ObjectId("0123456789ab0123456789ab")}) is not None
+    assert db.g.find_one({"_id": "0123456789ab0123456789ab"}) is None
+
+
+def test_and_wrapped_id(db: Database[dict[str, Any]]) -> None:
+    db.a.insert_many([{"_id": f"k{i}", "v": i} for i in range(20)])
+    assert list(db.a.find({"$and": [{"_id": "k3"}, {"v": {"$gte": 3}}]})) == [{"_id": "k3", "v": 3}]
+    assert list(db.a.find({"$and": [{"_id": "k3"}, {"v": {"$gt": 3}}]})) == []
+    assert list(db.a.find({"$and": [{"$and": [{"_id": "k4"}]}, {"v": 4}]})) == [
+        {"_id": "k4", "v": 4}
+    ]
+    assert list(db.a.find({"$and": [{"_id": "nope"}, {"v": 4}]})) == []
+    assert db.a.count_documents({"_id": "k1", "$and": [{"_id": "k2"}]}) == 0
+    assert db.a.count_documents({"_id": "k1", "$or": [{"v": 1}, {"v": 2}]}) == 1
+    assert db.a.count_documents({"$or": [{"_id": "k1"}, {"_id": "k2"}]}) == 2
+    result = db.a.update_one({"$and": [{"_id": "k5"}, {"v": {"$lt": 5}}]}, {"$set": {"v": 50}})
+    assert (result.matched_count, result.modified_count) == (0, 0)
+    result = db.a.update_one({"$and": [{"_id": "k5"}, {"v": {"$lt": 6}}]}, {"$set": {"v": 50}})
+    assert (result.matched_count, result.modified_count) == (1, 1)
+    assert db.a.find_one({"_id": "k5"}) == {"_id": "k5", "v": 50}
+    assert db.a.delete_one({"$and": [{"_id": "k6"}, {"v": 0}]}).deleted_count == 0
+    assert db.a.delete_one({"$and": [{"_id": "k6"}, {"v": 6}]}).deleted_count == 1
+    assert db.a.count_documents({}) == 19
+
+
+def test_unique_index_follows_updates_replacements_upserts_and_deletes(
+    db: Database[dict[str, Any]],
+) -> None:
+    db.u.create_index("externalId", unique=True)
+    db.u.insert_many([{"_id": i, "externalId": f"e{i}"} for i in range(20)])
+    # refused: nothing moves, the document keeps its value
+    update = db.u.update_one
+    assert _refused(lambda: update({"_id": 1}, {"$set": {"externalId": "e2"}})) == {
+        "externalId": "e2"
+    }
+    assert _refused(lambda: db.u.insert_one({"externalId": "e1"})) == {"externalId": "e1"}
+    # an update frees its old value and takes the new one
+    update({"_id": 1}, {"$set": {"externalId": "x1"}})
+    db.u.insert_one({"_id": "f1", "externalId": "e1"})
+    assert _refused(lambda: db.u.insert_one({"externalId": "x1"})) == {"externalId": "x1"}
+    assert _refused(lambda: update({"_id": 2}, {"$set": {"externalId": "x1"}})) == {
+        "externalId": "x1"
+    }
+    # and a document can leave a value and come back to it
+    update({"_id": 10}, {"$set": {"externalId": "x10"}})
+    update({"_id": 10}, {"$set": {"externalId": "e10"}})
+    assert _refused(lambda: db.u.insert_one({"externalId": "e10"})) == {"externalId": "e10"}
+    db.u.insert_one({"_id": "f10", "externalId": "x10"})
+    # replacements
+    db.u.replace_one({"_id": 3}, {"externalId": "x3"})
+    db.u.insert_one({"_id": "f3", "externalId": "e3"})
+    assert _refused(lambda: db.u.insert_one({"externalId": "x3"})) == {"externalId": "x3"}
+    assert _refused(lambda: db.u.replace_one({"_id": 4}, {"externalId": "x3"})) == {
+        "externalId": "x3"
+    }
+    # upserts, inserting and updating
+    update({"_id": "n"}, {"$set": {"externalId": "xn"}}, upsert=True)
+    assert _refused(lambda: update({"_id": "m"}, {"$set": {"externalId": "xn"}}, upsert=True)) == {
+        "externalId": "xn"
+    }
+    update({"_id": "n"}, {"$set": {"externalId": "yn"}}, upsert=True)
+    db.u.insert_one({"_id": "fn", "externalId": "xn"})
+    # findAndModify
+    db.u.find_one_and_update({"_id": 8}, {"$set": {"externalId": "x8"}})
+    db.u.insert_one({"_id": "f8", "externalId": "e8"})
+    assert _refused(lambda: db.u.insert_one({"externalId": "x8"})) == {"externalId": "x8"}
+    # a deleted document's value can be used again
+    db.u.delete_one({"_id": 5})
+    db.u.find_one_and_delete({"_id": 9})
+    db.u.delete_many({"_id": {"$in": [6, 7]}})
+    db.u.insert_many([{"_id": f"f{i}", "externalId": f"e{i}"} for i in (5, 6, 7, 9)])
+    for i in (5, 6, 7, 9):
+        assert _refused(lambda i=i: db.u.insert_one({"externalId": f"e{i}"})) == {
+            "externalId": f"e{i}"
+        }
+    db.u.delete_one({"_id": "f5"})
+    update({"_id": 11}, {"$set": {"externalId": "e5"}})
+    assert db.u.find_one({"externalId": "e5"}) == {"_id": 11, "externalId": "e5"}
+    assert db.u.find_one({"externalId": "e11"}) is None
+    values = [doc["externalId"] for doc in db.u.find()]
+    assert len(values) == len(set(values)) == db.u.count_documents({}) == 25
+
+
+def test_unique_index_over_values_it_does_not_hash(db: Database[dict[str, Any]]) -> None:
+    db.w.insert_one({"_id": 1, "k": ["a", "b"]})
+    db.w.create_index("k", unique=True)
+    db.w.insert_many([{"_id": 2, "k": 2.0}, {"_id": 3}, {"_id": 4, "k": {"x": 1}}])
+    assert _refused(lambda: db.w.insert_one({"k": "a"})) == {"k": "a"}
+    assert _refused(lambda: db.w.insert_one({"k": 2})) == {"k": 2}
+    assert _refused(lambda: db.w.insert_one({"k": None})) == {"k": None}
+    assert _refused(lambda: db.w.insert_one({"k": {"x": 1}})) == {"k": {"x": 1}}
+    assert [d["_id"] for d in db.w.find({"k": "b"})] == [1]
+    assert [d["_id"] for d in db.w.find({"k": 2})] == [2]
+    assert [d["_id"] for d in db.w.find({"k": None})] == [3]
+    db.w.update_one({"_id": 1}, {"$set": {"k": "c"}})
+    db.w.update_one({"_id": 2}, {"$set": {"k": ["d", 3]}})
+    db.w.insert_many([{"_id": 5, "k": "a"}, {"_id": 6, "k": 2}])
+    assert _refused(lambda: db.w.insert_one({"k": 3})) == {"k": 3}
+    assert _refused(lambda: db.w.update_one({"_id": 5}, {"$set": {"k": "d"}})) == {"k": "d"}
+    assert [d["_id"] for d in db.w.find({"k": "c"})] == [1]
+    assert [d["_id"] for d in db.w.find({"k": "b"})] == []
+    assert [d["_id"] for d in db.w.find({"k": "a"})] == [5]
+    db.w.insert_one({"_id": 7, "k": Code("c")})  # a string subclass, and unhashable
+    assert _refused(lambda: db.w.insert_one({"k": Code("c")})) == {"k": Code("c")}
+    assert [d["_id"] for d in db.w.find({"k": Code("c")})] == [7]
+    assert list(db.w.find({"_id": Code("c")})) == []
+
+
+def test_unique_index_after_an_update_that_fails_midway(db: Database[dict[str, Any]]) -> None:
+    db.p.create_index("k", unique=True)
+    db.p.insert_one({"_id": 1, "k": "a", "name": "text"})
+    with pytest.raises(OperationFailure):
+        db.p.update_one({"_id": 1}, {"$set": {"k": "b"}, "$push": {"name": 1}})
+    # whatever the failed update left of the document, the index agrees with it
+    (held,) = [doc["k"] for doc in db.p.find({"_id": {"$in": [1]}})]
+    free = "a" if held == "b" else "b"
+    assert _refused(lambda: db.p.insert_one({"k": held})) == {"k": held}
+    db.p.insert_one({"_id": 2, "k": free})
+    assert [d["_id"] for d in db.p.find({"k": held})] == [1]
+
+
+def test_unique_index_after_drops(
+    client: MongoClient[dict[str, Any]], db: Database[dict[str, Any]]
+) -> None:
+    db.v.create_index("k", unique=True)
+    db.v.insert_many([{"_id": i, "k": i} for i in range(5)])
+    db.v.drop()
+    db.v.insert_many([{"_id": "new", "k": 1}, {"_id": "again", "k": 1}])
+    assert sorted(doc["_id"] for doc in db.v.find({"k": 1})) == ["again", "new"]
+    db.v.delete_many({})
+    db.v.create_index("k", unique=True)
+    db.v.insert_one({"k": 1})
+    assert _refused(lambda: db.v.insert_one({"k": 1})) == {"k": 1}
+    db.v.drop_index("k_1")
+    db.v.insert_one({"k": 1})
+    assert db.v.count_documents({"k": 1}) == 2
+    with pytest.raises(OperationFailure) as info:
+        db.v.create_index("k", unique=True)
+    assert info.value.code == 11000
+    db.v.insert_one({"k": 2})
+    db.v.delete_one({"k": 1})
+    db.v.create_index("k", unique=True)
+    assert _refused(lambda: db.v.insert_one({"k": 1})) == {"k": 1}
+    assert _refused(lambda: db.v.update_one({"k": 1}, {"$set": {"k": 2}})) == {"k": 2}
+    client.drop_database(db.name)
+    db.v.create_index("k", unique=True)
+    db.v.insert_many([{"k": 1}, {"k": 2}])
+    assert db.v.count_documents({"k": 1}) == 1
+
+
+def test_guarded_upserts_by_a_unique_field(db: Database[dict[str, Any]]) -> None:
+    db.users.create_index("externalId", unique=True)
+
+    def write(external_id: str, version: int) -> UpdateOne:
+        guard = {"externalId": external_id, "version": {"$lt": version}, "deleted": {"$ne": True}}
+        return UpdateOne(guard, {"$set": {"version": version, "deleted": False}}, upsert=True)
+
+    db.users.bulk_write([write(f"user_{i}", 3) for i in range(30)])
+    db.users.update_one({"externalId": "user_4"}, {"$set": {"deleted": True}})
+    with pytest.raises(BulkWriteError) as info:
+        db.users.bulk_write(
+            [
+                write("user_1", 4),
+                write("user_2", 3),
+                write("user_3", 2),
+                write("new", 1),
+                write("user_4", 9),
+            ],
+            ordered=False,
+        )
+    details = info.value.details
+    assert [(e["index"], e["keyValue"]) for e in details["writeErrors"]] == [
+        (1, {"externalId": "user_2"}),
+        (2, {"externalId": "user_3"}),
+        (4, {"externalId": "user_4"}),
+    ]
+    assert (details["nMatched"], details["nModified"], details["nUpserted"]) == (1, 1, 1)
+    versions = {d["externalId"]: d["version"] for d in db.users.find()}
+    assert (versions["user_1"], versions["user_2"], versions["user_3"]) == (4, 3, 3)
+    assert (versions["user_4"], versions["new"], len(versions)) == (3, 1, 31)
+    found = db.users.find_one({"$and": [{"externalId": "user_5"}, {"version": 3}]})
+    assert found is not None and found["externalId"] == "user_5"
+    assert db.users.find_one({"$and": [{"externalId": "user_5"}, {"version": 4}]}) is None
 
 
 def test_find_one_and_update_inc_is_atomic(db: Database[dict[str, Any]]) -> None:

@@ -1,5 +1,6 @@
 """The stand-in's index commands: createIndexes (unique, partial and TTL indexes),
-listIndexes and dropIndexes."""
+listIndexes and dropIndexes. A unique index on top-level fields gets its hash
+(``storage.UniqueHash``) when created; it serves until the index or its collection is dropped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bson.int64 import Int64
 
-from siteview_devstack.mongo.storage import DuplicateKey, check_unique
+from siteview_devstack.mongo.storage import DuplicateKey, UniqueHash, check_unique, keep_hash
 from siteview_devstack.mongo.table import CommandError, check_fields, command, require
 
 if TYPE_CHECKING:
@@ -70,15 +71,19 @@ def create_indexes(backend: Backend, db: str, cmd: dict, connection_id: int) -> 
                 name,
                 index_name,
             )
+        index = None
         if info.get("unique"):
+            index = UniqueHash(store, info) if UniqueHash.covers(info) else None
             for doc in list(store.documents):
                 try:
-                    check_unique(coll, f"{db}.{name}", index_name, info, doc)
+                    check_unique(coll, f"{db}.{name}", index_name, info, doc, index)
                 except DuplicateKey as exc:
                     raise CommandError(
                         11000, f"Index build failed: {exc.errmsg}", **exc.extra
                     ) from exc
         store.create_index(index_name, info)
+        if index is not None:
+            keep_hash(store, index_name, index)
     after = len(store.indexes) + 1
     reply: dict[str, Any] = {"numIndexesBefore": before, "numIndexesAfter": after}
     if after == before:
