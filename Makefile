@@ -37,8 +37,8 @@ engines: $(VENV)/.synced  ## provision Apache Kafka and FerretDB into .tools/eng
 test: $(VENV)/.synced  ## the suite on the embedded stack, then on Apache Kafka + FerretDB
 	$(VENV)/bin/python -m siteview_devstack.testrun $(PYTEST_ARGS)
 
-bench: $(VENV)/.synced  ## benchmark the webhook → API pipeline on a stack it starts
-	$(VENV)/bin/python bench/pipeline.py $(BENCH_ARGS)
+bench: $(VENV)/.synced  ## measure the services against their ceilings; writes BENCHMARKS.md
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # The compose file's Kafka and MongoDB in a throwaway project of their own (its volumes are
 # removed after), published on 127.0.0.1:9094 and :27017; the suite's processes run here.

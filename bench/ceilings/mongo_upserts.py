@@ -1,0 +1,36 @@
+"""Ceiling 4: raw PyMongo bulk upserts of the documents the users worker writes, built by its
+own write rule, into the same database engine, in batches as the worker writes them.
+
+`python bench/ceilings/mongo_upserts.py MONGODB_URL DATABASE FILE BATCH` (FILE: one published
+envelope per line, as the worker consumes them); prints `{"documents": n, "seconds": s}`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+
+from siteview_common.events import PublishedEvent
+from siteview_users.domain import to_command
+from siteview_users.repository import write_for
+
+
+def main(url: str, database: str, file: str, batch: int) -> None:
+    writes = []
+    for line in Path(file).read_text().splitlines():
+        command = to_command(PublishedEvent.model_validate_json(json.loads(line)["value"]))
+        if command is not None:
+            writes.append(write_for(command))
+    collection = MongoClient(url)[database]["users"]
+    collection.create_index("externalId", unique=True, name="externalId")
+    started = time.perf_counter()
+    for start in range(0, len(writes), batch):
+        collection.bulk_write(writes[start : start + batch], ordered=False)
+    print(json.dumps({"documents": len(writes), "seconds": time.perf_counter() - started}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,511 @@
+"""`make bench`: the services measured against their ceilings, side by side, in one run.
+
+One run starts fresh backends (Apache Kafka + FerretDB by default; `--backend embedded` for
+Tansu + the MongoDB stand-in), pins the system under test and the load generators apart, and
+measures each variant `--repeats` times for `--seconds` after a warm-up. The ceilings are tiny
+programs in bench/ceilings, measured in the same run on the same backend:
+
+1. raw ASGI under the same uvicorn (uvloop + httptools), answering 202 to the same POST;
+2. bare aiokafka `send_and_wait` (acks=all) at the gateway's concurrency;
+3. bare aiokafka `getmany` of the same messages;
+4. raw PyMongo bulk upserts of the same documents, built by the users service's write rule;
+5. the same API with authentication turned off.
+
+It prints the table, writes bench/results/<backend>.json, rewrites the generated part of
+BENCHMARKS.md (between its `bench:begin`/`bench:end` markers, keeping the rest) and draws
+BENCHMARKS.png. Benchmarks report; they never gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from harness import (
+    REPO,
+    WEBHOOK_SECRET,
+    Attack,
+    Backend,
+    Cpus,
+    Results,
+    SigningKey,
+    System,
+    Target,
+    attack,
+    backend,
+    pin,
+    python_program,
+    wait_until,
+    write_targets,
+)
+from pymongo import MongoClient
+from report import render
+
+from siteview_common.events import (
+    HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
+    ClerkEvent,
+    PublishedEvent,
+    Topics,
+)
+from siteview_devstack.signing import sign
+
+EXAMPLE = REPO / "examples" / "clerk" / "user.created.json"
+RAW_ASGI = "bench/ceilings/raw_asgi.py"
+T0 = 1_773_152_525_000
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, cpus: Cpus, work: Path) -> None:
+        self.args = args
+        self.cpus = cpus
+        self.work = work
+        self.results = Results()
+        self.template: dict[str, Any] = json.loads(EXAMPLE.read_text())
+
+    # --- events ---------------------------------------------------------------------------
+
+    def user_event(self, user_id: str, version: int, kind: str = "user.created") -> bytes:
+        event = copy.deepcopy(self.template)
+        event["type"] = kind
+        event["data"].update(id=user_id, updated_at=version, created_at=T0)
+        event["timestamp"] = version
+        return json.dumps(event).encode()
+
+    def published(self, user_id: str, version: int) -> tuple[bytes, bytes, str]:
+        body = json.loads(self.user_event(user_id, version))
+        svix_id = f"msg_{uuid.uuid4().hex}"
+        envelope = PublishedEvent(
+            svix_id=svix_id, received_at=int(time.time() * 1000), event=ClerkEvent(**body)
+        )
+        return user_id.encode(), envelope.to_json(), svix_id
+
+    async def produce(self, kafka: str, users: list[str]) -> Path:
+        """Publish user.created for `users` as the gateway would; answer the file of them."""
+        file = self.work / f"events-{uuid.uuid4().hex[:6]}.jsonl"
+        producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            with file.open("w") as out:
+                pending = []
+                for user_id in users:
+                    key, value, svix_id = self.published(user_id, T0)
+                    headers = [
+                        (HEADER_EVENT_ID, svix_id.encode()),
+                        (HEADER_EVENT_TYPE, b"user.created"),
+                    ]
+                    pending.append(
+                        await producer.send(Topics.USERS, value, key=key, headers=headers)
+                    )
+                    out.write(json.dumps({"key": user_id, "value": value.decode()}) + "\n")
+                await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        return file
+
+    def gateway_targets(self, url: str, count: int, kind: str = "user.created") -> Path:
+        targets = []
+        for _ in range(count):
+            body = self.user_event(f"user_{uuid.uuid4().hex[:20]}", T0, kind)
+            headers = {**sign(body, WEBHOOK_SECRET), "Content-Type": "application/json"}
+            targets.append(Target("POST", f"{url}/webhooks/clerk", body, headers))
+        return write_targets(targets, self.work)
+
+    # --- measuring ------------------------------------------------------------------------
+
+    def repeat(self, warm: Callable[[], object], run: Callable[[], None]) -> None:
+        warm()
+        for _ in range(self.args.repeats):
+            run()
+
+    def saturate(self, key: str, name: str, targets: Path, workers: int) -> Attack:
+        """Closed-loop attacks: record req/s and p50/p99; answer the last attack."""
+        seconds = self.args.seconds
+        last: list[Attack] = []
+
+        def warm() -> None:
+            attack(self.cpus, targets, seconds=self.args.warmup, workers=workers)
+
+        def run() -> None:
+            found = attack(self.cpus, targets, seconds=seconds, workers=workers)
+            if found.success < 0.999:
+                print(f"  WARNING {name}: only {found.success:.1%} succeeded: {found.status_codes}")
+            self.results.add(key, name, "req/s", found.throughput)
+            self.results.add(f"{key}.p50", f"{name} p50", "ms", found.p50_ms)
+            self.results.add(f"{key}.p99", f"{name} p99", "ms", found.p99_ms)
+            last.append(found)
+
+        self.repeat(warm, run)
+        return last[-1]
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def workers_phase(self, system: System, back: Backend) -> None:
+        """Ceilings 3 and 4, then the users worker applying the same events, with 1 and 2
+        worker processes in one group, and how its rate holds as the collection grows."""
+        n = self.args.events
+        print(f"== workers: {n} user.created events, pre-published", flush=True)
+        users = [f"user_{uuid.uuid4().hex[:20]}" for _ in range(n)]
+        events = asyncio.run(self.produce(back.kafka, users))
+        for _ in range(self.args.repeats):
+            fetched = python_program(
+                self.cpus,
+                ["bench/ceilings/kafka_clients.py", "fetch", back.kafka, Topics.USERS, str(n)],
+            )
+            self.results.add(
+                "ceiling3",
+                "ceiling 3: aiokafka getmany",
+                "msg/s",
+                fetched["messages"] / fetched["seconds"],
+            )
+        for _ in range(self.args.repeats):
+            scratch = f"users_ceiling_{uuid.uuid4().hex[:6]}"
+            upserts = python_program(
+                self.cpus,
+                ["bench/ceilings/mongo_upserts.py", back.mongo, scratch, str(events), "500"],
+            )
+            self.results.add(
+                "ceiling4",
+                "ceiling 4: PyMongo bulk upserts",
+                "docs/s",
+                upserts["documents"] / upserts["seconds"],
+            )
+            MongoClient(back.mongo).drop_database(scratch)
+
+        users_db = MongoClient(back.mongo)[system.databases["users"]]["users"]
+        for workers in (1, 2):
+            if workers == 2:
+                more = [f"user_{uuid.uuid4().hex[:20]}" for _ in range(n)]
+                asyncio.run(self.produce(back.kafka, more))
+            before = users_db.count_documents({})
+            names = [f"users-worker-{i}" for i in range(workers)]
+            for name in names:
+                system.start(name, "siteview_users", "worker", ready=False)
+            samples = self.follow(users_db, before, n)
+            for name in names:
+                system.stop(name)
+            rate = rate_of(samples)
+            self.results.add(
+                f"worker{workers}", f"users worker x{workers}: applied", "events/s", rate
+            )
+            if workers == 1:
+                for i, segment in enumerate(segment_rates(samples, before, n)):
+                    self.results.add(
+                        f"worker1.growth{i}",
+                        f"  applied while the collection held {before + i * n // 5:,}+",
+                        "events/s",
+                        segment,
+                    )
+
+    def follow(self, users: Any, before: int, n: int) -> list[tuple[float, int]]:
+        """(time, applied) samples from the first applied event to the last."""
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + 120 + n / 10
+        while time.monotonic() < deadline:
+            applied = users.count_documents({}) - before
+            if applied > 0:
+                samples.append((time.perf_counter(), applied))
+            if applied >= n:
+                return samples
+            time.sleep(0.1)
+        raise TimeoutError(f"only {samples[-1][1] if samples else 0} of {n} applied")
+
+    def e2e_phase(self, system: System, key: SigningKey) -> None:
+        """Gateway 2xx → visible at GET /users/me, at a steady rate, one worker running."""
+        print("== end to end: gateway 2xx -> GET /users/me", flush=True)
+        system.start("users-worker-0", "siteview_users", "worker")
+        users = []
+        for _ in range(50):
+            user_id = f"user_{uuid.uuid4().hex[:20]}"
+            users.append({"id": user_id, "version": T0, "token": key.token(user_id)})
+        # The users exist first, so every probe measures an update.
+        asyncio.run(self.produce(system.backend.kafka, [u["id"] for u in users]))
+        users_db = MongoClient(system.backend.mongo)[system.databases["users"]]["users"]
+        ids = [u["id"] for u in users]
+        wait_until(lambda: users_db.count_documents({"externalId": {"$in": ids}}) == 50, 120)
+        template = copy.deepcopy(self.template)
+        template["type"] = "user.updated"
+        for _ in range(self.args.repeats):
+            spec = self.work / "e2e.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "users": users,
+                        "template": template,
+                        "rate": self.args.e2e_rate,
+                        "seconds": self.args.seconds,
+                        "secret": WEBHOOK_SECRET,
+                    }
+                )
+            )
+            latencies = python_program(
+                self.cpus,
+                [
+                    "bench/probes.py",
+                    "e2e",
+                    system.url("webhooks"),
+                    system.url("users-api"),
+                    str(spec),
+                ],
+                on_load=True,
+            )
+            for user in users:
+                user["version"] += len(latencies) // len(users) + 1
+            assert isinstance(latencies, list)
+            latencies.sort()
+            self.results.add("e2e.p50", "end to end p50", "ms", statistics.median(latencies))
+            self.results.add("e2e.p99", "end to end p99", "ms", percentile(latencies, 0.99))
+
+    def backlog_phase(self, system: System) -> None:
+        """A worker outage at steady ingest, then how fast the backlog drains."""
+        rate, seconds = self.args.backlog_rate, self.args.backlog_seconds
+        print(f"== backlog: worker stopped, {rate}/s ingested for {seconds} s", flush=True)
+        system.stop("users-worker-0")
+        users_db = MongoClient(system.backend.mongo)[system.databases["users"]]["users"]
+        before = users_db.count_documents({})
+        targets = self.gateway_targets(system.url("webhooks"), int(rate * seconds) + 10)
+        ingest = attack(self.cpus, targets, seconds=seconds, workers=8, rate=rate)
+        backlog = int(ingest.status_codes.get("202", 0))
+        system.start("users-worker-0", "siteview_users", "worker", ready=False)
+        samples = self.follow(users_db, before, backlog)
+        drained = rate_of(samples)
+        self.results.add("backlog.ingest", "backlog: ingest rate", "events/s", ingest.throughput)
+        self.results.add("backlog.drain", "backlog: drain rate", "events/s", drained)
+
+    def api_phase(self, system: System, key: SigningKey) -> None:
+        print("== APIs", flush=True)
+        user_id = f"user_{uuid.uuid4().hex[:20]}"
+        token = key.token(user_id)
+        auth = {"Authorization": f"Bearer {token}"}
+        asyncio.run(self.produce(system.backend.kafka, [user_id]))
+        users_api, videos_api = system.url("users-api"), system.url("videos-api")
+        # A worker applies the user's profile, then stops: nothing competes with the APIs.
+        system.start("users-worker-seed", "siteview_users", "worker")
+        wait_until(lambda: httpx.get(f"{users_api}/users/me", headers=auth).status_code == 200, 300)
+        system.stop("users-worker-seed")
+        for i in range(25):
+            created = httpx.post(
+                f"{videos_api}/videos",
+                json={"title": f"video {i}", "url": f"https://videos.example/{i}.mp4"},
+                headers=auth,
+            )
+            created.raise_for_status()
+        for service in ("users", "videos"):
+            system.start_program(
+                f"{service}-noauth",
+                [sys.executable, "bench/ceilings/noauth_api.py", service, user_id],
+                service=service,
+            )
+        raw = system.url("raw-asgi")
+        w = self.args.api_concurrency
+        variants = [
+            ("ceiling1.healthz", "ceiling 1: raw ASGI GET", Target("GET", f"{raw}/healthz")),
+            ("api.healthz", "users API GET /healthz", Target("GET", f"{users_api}/healthz")),
+            ("api.me", "GET /users/me", Target("GET", f"{users_api}/users/me", headers=auth)),
+            (
+                "ceiling5.me",
+                "ceiling 5: GET /users/me, no auth",
+                Target("GET", f"{system.url('users-noauth')}/users/me"),
+            ),
+            (
+                "api.videos",
+                "GET /videos?numItems=20",
+                Target("GET", f"{videos_api}/videos?numItems=20", headers=auth),
+            ),
+            (
+                "ceiling5.videos",
+                "ceiling 5: GET /videos?numItems=20, no auth",
+                Target("GET", f"{system.url('videos-noauth')}/videos?numItems=20"),
+            ),
+        ]
+        for key_, name, target in variants:
+            print(f"-- {name}", flush=True)
+            self.saturate(key_, name, write_targets([target], self.work), w)
+
+    def gateway_phase(self, system: System, back: Backend) -> None:
+        print("== gateway", flush=True)
+        c = self.args.concurrency
+        gateway = system.url("webhooks")
+        raw = system.url("raw-asgi")
+        sample = self.gateway_targets(gateway, 1)
+        body_line = json.loads(sample.read_text())
+        print(f"-- ceiling 1: raw ASGI POST (body {len(body_line['body']) * 3 // 4} bytes)")
+        raw_targets = write_targets(
+            [
+                Target(
+                    "POST",
+                    f"{raw}/webhooks/clerk",
+                    self.user_event("user_raw", T0),
+                    {"Content-Type": "application/json"},
+                )
+            ],
+            self.work,
+        )
+        self.saturate("ceiling1", "ceiling 1: raw ASGI POST", raw_targets, c)
+        print("-- gateway: verified, broker-acked webhooks")
+        count = 12000
+        self.saturate("gateway", "gateway", self.gateway_targets(gateway, count), c)
+        print("-- ceiling 2: aiokafka send_and_wait, acks=all")
+        events = asyncio.run(
+            self.produce(back.kafka, [f"user_{uuid.uuid4().hex[:20]}" for _ in range(500)])
+        )
+        for _ in range(self.args.repeats):
+            produced = python_program(
+                self.cpus,
+                [
+                    "bench/ceilings/kafka_clients.py",
+                    "produce",
+                    back.kafka,
+                    "bench.ceiling.v1",
+                    str(self.args.seconds),
+                    str(c),
+                    str(events),
+                ],
+            )
+            self.results.add(
+                "ceiling2",
+                "ceiling 2: aiokafka send_and_wait",
+                "msg/s",
+                produced["messages"] / produced["seconds"],
+            )
+        half = self.results.median("gateway") / 2
+        print(f"-- gateway at half its saturation: {half:.0f}/s")
+        for _ in range(self.args.repeats):
+            found = attack(
+                self.cpus,
+                self.gateway_targets(gateway, int(half * self.args.seconds) + 10),
+                seconds=self.args.seconds,
+                workers=c,
+                rate=half,
+            )
+            self.results.add(
+                "gateway.half.p50", "gateway at half saturation p50", "ms", found.p50_ms
+            )
+            self.results.add(
+                "gateway.half.p99", "gateway at half saturation p99", "ms", found.p99_ms
+            )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def rate_of(samples: list[tuple[float, int]]) -> float:
+    (t0, a0), (t1, a1) = samples[0], samples[-1]
+    return (a1 - a0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def segment_rates(samples: list[tuple[float, int]], before: int, n: int) -> list[float]:
+    """The applied rate over each fifth of the run: flat means size does not slow it."""
+    rates = []
+    for i in range(5):
+        low, high = i * n // 5, (i + 1) * n // 5
+        inside = [s for s in samples if low <= s[1] <= high]
+        if len(inside) >= 2:
+            rates.append(rate_of(inside))
+    return rates
+
+
+def create_topic(kafka: str, topic: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=12, replication_factor=1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=("engines", "embedded"), default="engines")
+    parser.add_argument("--seconds", type=float, default=8.0, help="each measurement")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16, help="gateway connections")
+    parser.add_argument("--api-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events per worker run (default: 1,000 on the engines, 10,000 embedded)",
+    )
+    parser.add_argument("--e2e-rate", type=float, default=20.0)
+    parser.add_argument("--backlog-rate", type=float, default=100.0)
+    parser.add_argument("--backlog-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--phases", default="workers,e2e,backlog,api,gateway", help="comma-separated subset"
+    )
+    args = parser.parse_args()
+    if args.events is None:
+        args.events = 1000 if args.backend == "engines" else 10000
+    phases = set(args.phases.split(","))
+    cpus = pin()
+    started = datetime.now(UTC)
+    print(f"bench: {args.backend} backend; {cpus.describe()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="siteview-bench-") as tmp:
+        work = Path(tmp)
+        bench = Bench(args, cpus, work)
+        key = SigningKey.generate()
+        with backend(args.backend, work) as back:
+            system = System(back, key)
+            try:
+                system.start("webhooks", "siteview_webhooks")
+                create_topic(back.kafka, "bench.ceiling.v1")
+                system.start("users-api", "siteview_users", "api")
+                system.start("videos-api", "siteview_videos", "api")
+                if "workers" in phases:
+                    bench.workers_phase(system, back)
+                if "e2e" in phases:
+                    bench.e2e_phase(system, key)
+                if "backlog" in phases and "e2e" in phases:
+                    bench.backlog_phase(system)
+                if "e2e" in phases:
+                    # The gateway and the APIs are measured with no worker competing.
+                    system.stop("users-worker-0")
+                system.start_program("raw-asgi", [sys.executable, RAW_ASGI, "{port}"])
+                if "api" in phases:
+                    bench.api_phase(system, key)
+                if "gateway" in phases:
+                    bench.gateway_phase(system, back)
+            finally:
+                system.close()
+    cpu_count = len(set(cpus.sut) | set(cpus.load))
+    run = {
+        "backend": args.backend,
+        "backend_description": back.description,
+        "cpus": cpus.describe(),
+        "machine": f"{platform.machine()}, {cpu_count} CPUs, Python {platform.python_version()}",
+        "started": started.isoformat(timespec="seconds"),
+        "settings": vars(args),
+        "figures": {k: f.as_dict() for k, f in bench.results.figures.items()},
+    }
+    out = REPO / "bench" / "results" / f"{args.backend}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(run, indent=2) + "\n")
+    print(render(REPO, out))
+
+
+if __name__ == "__main__":
+    main()
