@@ -36,7 +36,7 @@ from siteview_devstack.engines import (
     provision,
     provision_vegeta,
 )
-from siteview_devstack.processes import ProcessSpec, Supervisor, base_env
+from siteview_devstack.processes import ProcessSpec, Supervisor, explicit_env
 from siteview_devstack.tokens import mint_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,21 +215,18 @@ class System:
 
     def __init__(self, backend: Backend, key: SigningKey) -> None:
         self.backend = backend
-        env = base_env()
-        env.update(
+        env = explicit_env(
             # The stand-in is refused in production: the embedded stack runs as development.
-            APP_ENV="production" if backend.name == "engines" else "development",
-            KAFKA_BOOTSTRAP_SERVERS=backend.kafka,
-            MONGODB_URL=backend.mongo,
-            CLERK_WEBHOOK_SIGNING_SECRET=WEBHOOK_SECRET,
-            CLERK_JWT_KEY=key.public_pem,
-            CLERK_ISSUER=ISSUER,
-            CLERK_AUTHORIZED_PARTIES=AZP,
-            CURSOR_SECRET="bench-cursor-secret",  # noqa: S106 - bench only
-            LOG_LEVEL="WARNING",
+            app_env="production" if backend.name == "engines" else "development",
+            kafka=backend.kafka,
+            mongo=backend.mongo,
+            webhook_secret=WEBHOOK_SECRET,
+            jwt_public_key=key.public_pem,
+            issuer=ISSUER,
+            authorized_party=AZP,
+            cursor_secret="bench-cursor-secret",  # noqa: S106 - bench only
+            log_level="WARNING",
         )
-        for name in ("CLERK_JWKS_URL", "CLERK_AUDIENCE", "CLERK_INSTANCE_ID"):
-            env.pop(name, None)
         self.env = env
         self.supervisor = Supervisor(env, echo=False)
         self.ports: dict[str, int] = {}

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_devstack.broker import TansuBroker, free_port
-from siteview_devstack.processes import Supervisor, base_env, service_specs
+from siteview_devstack.processes import Supervisor, explicit_env, service_specs
 from support import (
     TEST_AZP,
     TEST_CURSOR_SECRET,
@@ -191,21 +191,16 @@ def signing_key() -> KeyPair:
 
 
 def service_env(backend: Backend, signing_key: KeyPair, run_id: str) -> dict[str, str]:
-    env = base_env()
-    env.update(
-        APP_ENV=backend.app_env,  # every secret below is explicit, as production requires
-        KAFKA_BOOTSTRAP_SERVERS=backend.kafka,
-        MONGODB_URL=backend.mongo,
-        CLERK_WEBHOOK_SIGNING_SECRET=TEST_WEBHOOK_SECRET,
-        CLERK_JWT_KEY=signing_key.public_pem,
-        CLERK_ISSUER=TEST_ISSUER,
-        CLERK_AUTHORIZED_PARTIES=TEST_AZP,
-        CURSOR_SECRET=TEST_CURSOR_SECRET,
-        LOG_LEVEL="INFO",
+    return explicit_env(
+        app_env=backend.app_env,
+        kafka=backend.kafka,
+        mongo=backend.mongo,
+        webhook_secret=TEST_WEBHOOK_SECRET,
+        jwt_public_key=signing_key.public_pem,
+        issuer=TEST_ISSUER,
+        authorized_party=TEST_AZP,
+        cursor_secret=TEST_CURSOR_SECRET,
     )
-    for key in ("CLERK_JWKS_URL", "CLERK_AUDIENCE", "CLERK_INSTANCE_ID", "CLERK_WEBHOOK_SECRET"):
-        env.pop(key, None)
-    return env
 
 
 @dataclass

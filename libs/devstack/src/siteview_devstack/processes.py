@@ -375,3 +375,43 @@ def ports_in_use(wanted: Mapping[int, str]) -> list[str]:
 
 def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+
+
+#: Settings that would change how tokens and webhooks are checked if inherited by accident.
+INHERITED_CHECK_SETTINGS = (
+    "CLERK_JWKS_URL",
+    "CLERK_AUDIENCE",
+    "CLERK_INSTANCE_ID",
+    "CLERK_WEBHOOK_SECRET",
+)
+
+
+def explicit_env(
+    *,
+    app_env: str,
+    kafka: str,
+    mongo: str,
+    webhook_secret: str,
+    jwt_public_key: str,
+    issuer: str,
+    authorized_party: str,
+    cursor_secret: str,
+    log_level: str = "INFO",
+) -> dict[str, str]:
+    """The environment of services started by the tests and the benchmarks: every secret
+    explicit, as production requires, and nothing inherited that would change the checks."""
+    env = base_env()
+    env.update(
+        APP_ENV=app_env,
+        KAFKA_BOOTSTRAP_SERVERS=kafka,
+        MONGODB_URL=mongo,
+        CLERK_WEBHOOK_SIGNING_SECRET=webhook_secret,
+        CLERK_JWT_KEY=jwt_public_key,
+        CLERK_ISSUER=issuer,
+        CLERK_AUTHORIZED_PARTIES=authorized_party,
+        CURSOR_SECRET=cursor_secret,
+        LOG_LEVEL=log_level,
+    )
+    for key in INHERITED_CHECK_SETTINGS:
+        env.pop(key, None)
+    return env
