@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: dev test engines lint fmt bench clean help e2e-compose docker-compose-available
+.PHONY: dev test test-faults engines lint fmt bench clean help e2e-compose docker-compose-available
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -36,6 +36,17 @@ engines: $(VENV)/.synced  ## provision Apache Kafka and FerretDB into .tools/eng
 
 test: $(VENV)/.synced  ## the suite on the embedded stack, then on Apache Kafka + FerretDB
 	$(VENV)/bin/python -m siteview_devstack.testrun $(PYTEST_ARGS)
+
+# Each backend's pass records its scenarios in .data/faults/<backend>.json; RELIABILITY.md is
+# rendered from both, whichever passed, and the target fails if either pass did.
+test-faults: $(VENV)/.synced  ## fault injection on both backends; writes RELIABILITY.md
+	rm -rf .data/faults
+	$(VENV)/bin/siteview-engines provision
+	SITEVIEW_TEST_BACKEND=engines $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS); \
+	engines=$$?; \
+	SITEVIEW_TEST_BACKEND=embedded $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS); \
+	embedded=$$?; \
+	$(VENV)/bin/python tests/faults/reliability.py && [ $$engines -eq 0 ] && [ $$embedded -eq 0 ]
 
 bench: $(VENV)/.synced  ## measure the services against their ceilings; writes BENCHMARKS.md
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)

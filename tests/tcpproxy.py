@@ -5,8 +5,12 @@ switched, at any moment, to refuse connections or to swallow them without ever a
         proxy.black_hole()   # connections are accepted and read, nothing is ever answered
         proxy.refuse()       # nothing listens; open connections are reset
         proxy.forward()      # back to normal
+        proxy.lose_replies(to=is_request, times=3)   # see below
 
-It runs its own event loop on a thread, so synchronous tests can drive it.
+`lose_replies` keeps forwarding but, for the next few requests that `to` picks out of what a
+client sends, delivers the request to the server and then resets the connection the moment the
+server's reply arrives, before the client gets any of it: the request took effect, its answer
+was lost. It runs its own event loop on a thread, so synchronous tests can drive it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import asyncio
 import socket
 import struct
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pymongo.uri_parser import parse_uri
@@ -29,6 +34,15 @@ Mode = Literal["forward", "black_hole", "refuse"]
 CHUNK = 65536
 
 
+@dataclass(eq=False)
+class _Link:
+    """One proxied connection: the client's side and the server's."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    losing_reply: bool = False
+
+
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int, *, port: int | None = None) -> None:
         self.target = (target_host, target_port)
@@ -40,6 +54,10 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lose: Callable[[bytes], bool] = lambda data: False
+        self._losses_left = 0
+        #: How many replies `lose_replies` kept from their clients so far.
+        self.replies_lost = 0
 
     # -- control, from any thread ------------------------------------------------------------
 
@@ -59,6 +77,11 @@ class TcpProxy:
     def refuse(self) -> None:
         """Stop listening (connecting is refused) and reset every open connection."""
         self._call(self._switch("refuse"))
+
+    def lose_replies(self, to: Callable[[bytes], bool], times: int) -> None:
+        """For the next `times` chunks a client sends that `to` is true of: deliver the chunk,
+        then reset the connection when the server answers, the answer undelivered."""
+        self._call(self._set_losses(to, times))
 
     def stop(self) -> None:
         if self._loop.is_closed():
@@ -98,6 +121,9 @@ class TcpProxy:
         if mode == "forward":
             await self._listen()
 
+    async def _set_losses(self, to: Callable[[bytes], bool], times: int) -> None:
+        self._lose, self._losses_left = to, times
+
     async def _close(self) -> None:
         await self._switch("refuse")
         for task in list(self._tasks):
@@ -115,18 +141,30 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.add(up_writer)
+        link = _Link(client=writer, server=up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+            task = asyncio.create_task(self._pipe(source, sink, link))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link
+    ) -> None:
+        upstream = sink is link.server
         try:
             while data := await source.read(CHUNK):
                 if self.mode != "forward":
                     continue  # swallowed: the other side waits for an answer that never comes
+                if not upstream and link.losing_reply:
+                    self.replies_lost += 1  # the reply dies with the connection, unsent
+                    _reset(link.client)
+                    _reset(link.server)
+                    return
                 sink.write(data)
                 await sink.drain()
+                if upstream and self._losses_left > 0 and self._lose(data):
+                    self._losses_left -= 1
+                    link.losing_reply = True
         except OSError:
             pass
         finally:

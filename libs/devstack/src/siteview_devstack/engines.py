@@ -233,11 +233,14 @@ class KafkaServer:
     host: str = "127.0.0.1"
     controller_port: int = 0
     heap: str = "512m"
+    #: The port clients are told to connect to (the listener's own when unset): a proxy's,
+    #: for a client to reach the broker only through it.
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port or self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -251,7 +254,7 @@ class KafkaServer:
                 "node.id=1",
                 f"controller.quorum.voters=1@{controller}",
                 f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{controller}",
-                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                f"advertised.listeners=PLAINTEXT://{self.bootstrap_servers}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",

@@ -22,6 +22,8 @@ BACKEND_FREE = ("--ignore-glob=*/unit/*", "--ignore=tests/common", "--ignore=tes
 #: Checks that need the engines' toolchains (Go-built tools), not a backend: run once, in the
 #: engines pass, so that a machine without them says so in the last line instead.
 NEEDS_TOOLCHAINS = ("--ignore=tests/deploy",)
+#: The fault-injection scenarios: `make test-faults` runs them, on both backends, on its own.
+FAULTS = ("--ignore=tests/faults",)
 
 SUMMARY = re.compile(r"^=+ (?P<summary>.+ in [\d.]+s.*?) =+$")
 COUNT = re.compile(r"(\d+) (passed|failed|errors?)")
@@ -70,9 +72,9 @@ def main() -> None:
             provisioned = True
         except EngineError as exc:
             print(f"engines: {exc}", flush=True)
-    results = [run_pass("embedded", [*NEEDS_TOOLCHAINS, *args])]
+    results = [run_pass("embedded", [*NEEDS_TOOLCHAINS, *FAULTS, *args])]
     if provisioned:
-        results.append(run_pass("engines", [*BACKEND_FREE, *args]))
+        results.append(run_pass("engines", [*BACKEND_FREE, *FAULTS, *args]))
     elif not missing:
         results.append(PassResult("engines", 1, "provisioning failed"))
 
