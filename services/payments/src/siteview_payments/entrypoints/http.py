@@ -27,7 +27,7 @@ ONE_RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
-def repository(request: Request) -> PaymentsRepository:
+async def repository(request: Request) -> PaymentsRepository:
     repo: PaymentsRepository = request.app.state.payments
     return repo
 

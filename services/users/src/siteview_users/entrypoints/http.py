@@ -18,7 +18,7 @@ RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
-def repository(request: Request) -> UserRepository:
+async def repository(request: Request) -> UserRepository:
     repo: UserRepository = request.app.state.users
     return repo
 

@@ -21,12 +21,12 @@ RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
-def repository(request: Request) -> VideoRepository:
+async def repository(request: Request) -> VideoRepository:
     repo: VideoRepository = request.app.state.videos
     return repo
 
 
-def read_side(request: Request) -> VideoQueries:
+async def read_side(request: Request) -> VideoQueries:
     queries: VideoQueries = request.app.state.video_queries
     return queries
 
