@@ -8,7 +8,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from timeit import default_timer
 from typing import Any
 
 import orjson
@@ -16,7 +15,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse as StarletteJSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, Summary, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,44 +37,12 @@ RETRY_AFTER_SECONDS = 5
 
 #: Every response, by route template and exact status (`siteview_http_requests_total`), with
 #: latency histograms (`siteview_http_request_duration_seconds` by route,
-#: `siteview_http_request_duration_highr_seconds` overall) and request/response sizes (the
-#: series prometheus-fastapi-instrumentator's default set records). Made once per process, so
-#: every app built here records into the same series.
-_REQUESTS = Counter(
-    "siteview_http_requests_total",
-    "Total number of requests by method, status and handler.",
-    ("method", "status", "handler"),
+#: `siteview_http_request_duration_highr_seconds` overall) and request/response sizes. Made
+#: once per process, so every app built here records into the same series.
+_HTTP_METRICS = instrumentator_metrics.default(
+    metric_namespace="siteview",
+    latency_lowr_buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-_REQUEST_SIZE = Summary(
-    "siteview_http_request_size_bytes",
-    "Content length of incoming requests by handler. Only value of header is respected. "
-    "Otherwise ignored. No percentile calculated. ",
-    ("handler",),
-)
-_RESPONSE_SIZE = Summary(
-    "siteview_http_response_size_bytes",
-    "Content length of outgoing responses by handler. Only value of header is respected. "
-    "Otherwise ignored. No percentile calculated. ",
-    ("handler",),
-)
-_LATENCY_HIGHR = Histogram(
-    "siteview_http_request_duration_highr_seconds",
-    "Latency with many buckets but no API specific labels. Made for more accurate percentile "
-    "calculations. ",
-    buckets=(
-        *(0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5),
-        *(5, 7.5, 10, 30, 60, float("inf")),
-    ),
-)
-_LATENCY = Histogram(
-    "siteview_http_request_duration_seconds",
-    "Latency with only few buckets by handler. Made to be only used if aggregation by handler "
-    "is important. ",
-    ("method", "handler"),
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
-)
-#: Paths whose responses are not counted.
-UNCOUNTED_PATHS = frozenset({"/metrics"})
 
 
 class JSONResponse(StarletteJSONResponse):
@@ -196,70 +165,6 @@ class ContainErrors:
             await response(scope, receive, send)
 
 
-def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int:
-    """The Content-Length header's value, 0 when it is absent or not a number."""
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
-
-
-class _Series:
-    """The labelled children one (method, status, handler) records into."""
-
-    __slots__ = ("latency", "request_size", "requests", "response_size")
-
-    def __init__(self, method: str, status: str, handler: str) -> None:
-        self.requests = _REQUESTS.labels(method, status, handler)
-        self.request_size = _REQUEST_SIZE.labels(handler)
-        self.response_size = _RESPONSE_SIZE.labels(handler)
-        self.latency = _LATENCY.labels(method, handler)
-
-
-class HttpMetrics:
-    """Records every HTTP response (a pure ASGI middleware): by the template of the route that
-    served it (`none` for a path no route has; a route's path with another method keeps its
-    template), its method and exact status; an exception that escapes counts as a 500. The
-    route is the one the router itself matched (`scope["route"]`), so requests are not routed
-    twice, and each label set's children are looked up once per process."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._series: dict[tuple[str, str, str], _Series] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = default_timer()
-        status = 500
-        response_size = 0
-
-        async def measuring_send(message: Message) -> None:
-            nonlocal status, response_size
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_size = _content_length(message.get("headers", ()))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, measuring_send)
-        finally:
-            route = scope.get("route")
-            handler = getattr(route, "path", None) or "none"
-            if handler not in UNCOUNTED_PATHS:
-                duration = max(default_timer() - started, 0.0)
-                key = (scope["method"], str(status), handler)
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(*key)
-                series.requests.inc()
-                series.request_size.observe(_content_length(scope["headers"]))
-                series.response_size.observe(response_size)
-                _LATENCY_HIGHR.observe(duration)
-                series.latency.observe(duration)
-
-
 def create_app(
     *,
     title: str,
@@ -285,9 +190,14 @@ def create_app(
         )
     app.add_middleware(ContainErrors)
     # Added last, so it is the outermost of our middleware (only Starlette's error middleware,
-    # which turns an unhandled exception into the 500, is outside it: the metrics then record
-    # that request as a 500).
-    app.add_middleware(HttpMetrics)
+    # which turns an unhandled exception into the 500, is outside it: the instrumentator then
+    # records that request as a 500). A pure ASGI middleware: no per-request task or copy.
+    assert _HTTP_METRICS is not None
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,  # unknown paths share the handler label "none"
+        excluded_handlers=["^/metrics$"],
+    ).add(_HTTP_METRICS).instrument(app)
 
     app.include_router(health_router(checks, check_timeout))
     for router in routers:
