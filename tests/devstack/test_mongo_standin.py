@@ -10,6 +10,7 @@ import datetime
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -964,3 +965,17 @@ async def test_in_loop_standin_start_and_stop() -> None:
         await server.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+
+def test_ttl_indexes_still_expire_documents_when_their_sweep_is_throttled(
+    db: Database[dict[str, Any]],
+) -> None:
+    coll = db["ledger"]
+    coll.create_index("appliedAt", expireAfterSeconds=60, name="appliedAt_ttl")
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    fresh = datetime.datetime.now(datetime.UTC)
+    coll.insert_many([{"_id": "old", "appliedAt": old}, {"_id": "fresh", "appliedAt": fresh}])
+    deadline = time.monotonic() + 10
+    while coll.count_documents({"_id": "old"}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [d["_id"] for d in coll.find({})] == ["fresh"]

@@ -14,12 +14,18 @@ document up there; and each unique index on top-level fields keeps a hash of its
 (``UniqueHash``), so the unique check and a filter pinning every field of such an index look
 those up too. Only the candidates change: mongomock's filter matching still decides, on the
 candidates, and anything the lookups do not cover is scanned as before.
+
+TTL indexes: mongomock removes expired documents on every access to a collection, a scan of
+it each time; MongoDB's TTL monitor does so once a minute. Here it happens at most once every
+``TTL_SWEEP_SECONDS``, so a collection with a TTL index (the services' ledger) does not get
+slower with every document it holds, and expiry stays as prompt as MongoDB's or more.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -35,6 +41,26 @@ from pymongo.errors import DuplicateKeyError
 # mongomock's private API is untyped (its stubs name pymongo's Collection)
 _BASE: Any = mongomock.Collection
 
+#: How often, at most, a collection's expired documents are removed (MongoDB: every 60 s).
+TTL_SWEEP_SECONDS = 1.0
+
+
+def _throttle_expiry(store: Any) -> None:
+    """Make the store's removal of expired documents run at most once a TTL_SWEEP_SECONDS."""
+    if getattr(store, "_siteview_throttled", False):
+        return
+    remove = store._remove_expired_documents
+    last = [float("-inf")]
+
+    def throttled() -> None:
+        now = time.monotonic()
+        if now - last[0] >= TTL_SWEEP_SECONDS:
+            last[0] = now
+            remove()
+
+    store._remove_expired_documents = throttled
+    store._siteview_throttled = True
+
 
 def attach(coll: mongomock.Collection) -> mongomock.Collection:
     hooked: Any = coll  # mongomock's private API is untyped (its stubs name pymongo's Collection)
@@ -42,6 +68,7 @@ def attach(coll: mongomock.Collection) -> mongomock.Collection:
     hooked._insert = functools.partial(_insert, coll)
     hooked._iter_documents = functools.partial(_iter_documents, coll)
     hooked._update = functools.partial(_update, coll)
+    _throttle_expiry(hooked._store)
     return coll
 
 
