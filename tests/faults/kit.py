@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from faults.reliability import Scenario
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
@@ -336,13 +335,17 @@ class System:
 
 
 async def _committed_offsets(kafka: str, group: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=group)
+    await consumer.start()  # not subscribed: it reads the group's offsets, never joins it
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        partitions = await consumer._client.fetch_all_metadata()
+        offsets = {}
+        for partition in sorted(partitions.partitions_for_topic(topic) or ()):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            offsets[partition] = offset if offset is not None else -1
+        return offsets
     finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+        await consumer.stop()
 
 
 def committed_offsets(
