@@ -19,6 +19,8 @@ RESPONSES: dict[int | str, dict[str, str]] = {
     401: {"description": "missing or invalid session token"},
     404: {"description": "no such video, deleted, or not the caller's"},
 }
+#: Routes with a JSON body: a body that is not JSON at all is refused before validation.
+UNPARSABLE = {400: {"description": "the body is not JSON"}}
 
 
 async def repository(request: Request) -> VideoRepository:
@@ -40,6 +42,7 @@ Queries = Annotated[VideoQueries, Depends(read_side)]
     status_code=201,
     response_model=VideoView,
     responses={
+        **UNPARSABLE,
         401: RESPONSES[401],
         403: {"description": "the caller's account was deleted"},
     },
@@ -82,7 +85,7 @@ async def get_video(video_id: str, user: CurrentUser, queries: Queries) -> Video
         raise NOT_FOUND from None
 
 
-@router.patch("/{video_id}", response_model=VideoView, responses=RESPONSES)
+@router.patch("/{video_id}", response_model=VideoView, responses={**UNPARSABLE, **RESPONSES})
 async def update_video(
     video_id: str, body: VideoChanges, user: CurrentUser, repo: Videos
 ) -> VideoView:
