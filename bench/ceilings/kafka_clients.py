@@ -1,8 +1,9 @@
 """Ceilings 2 and 3: bare aiokafka, no framework, on the same broker and topic.
 
-`produce BOOTSTRAP TOPIC SECONDS CONCURRENCY FILE`: `CONCURRENCY` tasks each `send_and_wait`
-(acks=all, idempotent, as the gateway publishes) the messages of FILE (one JSON envelope per
-line, keyed by its user) for SECONDS; prints `{"messages": n, "seconds": s}`.
+`produce BOOTSTRAP TOPIC SECONDS CONCURRENCY FILE IDEMPOTENT`: `CONCURRENCY` tasks each
+`send_and_wait` (acks=all, idempotent when IDEMPOTENT is 1, as the gateway publishes) the
+messages of FILE (one JSON envelope per line, keyed by its user) for SECONDS; prints
+`{"messages": n, "seconds": s}`.
 
 `fetch BOOTSTRAP TOPIC COUNT`: reads COUNT messages from the earliest offset with `getmany`
 (partitions assigned, no group) and prints `{"messages": n, "seconds": s}`.
@@ -25,9 +26,16 @@ def read_records(file: str) -> list[tuple[bytes, bytes]]:
 
 
 async def produce(
-    bootstrap: str, topic: str, seconds: float, concurrency: int, records: list[tuple[bytes, bytes]]
+    bootstrap: str,
+    topic: str,
+    seconds: float,
+    concurrency: int,
+    records: list[tuple[bytes, bytes]],
+    idempotent: bool,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotent
+    )
     await producer.start()
     sent = 0
     deadline = time.perf_counter() + seconds
@@ -75,6 +83,7 @@ if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "produce":
         records = read_records(args[4])
-        asyncio.run(produce(args[0], args[1], float(args[2]), int(args[3]), records))
+        idempotent = args[5] == "1"
+        asyncio.run(produce(args[0], args[1], float(args[2]), int(args[3]), records, idempotent))
     else:
         asyncio.run(fetch(args[0], args[1], int(args[2])))
