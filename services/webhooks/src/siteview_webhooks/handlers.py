@@ -55,9 +55,18 @@ def parse_event(body: bytes) -> ClerkEvent:
     return event
 
 
-def without_private_metadata(event: ClerkEvent) -> ClerkEvent:
+def may_hold_private_metadata(body: bytes) -> bool:
+    """Whether the raw JSON can name a `private_metadata` key: spelled out, or hidden behind a
+    `\\u` escape (a JSON key may escape any of its characters)."""
+    return b"private_metadata" in body or b"\\u" in body
+
+
+def without_private_metadata(event: ClerkEvent, body: bytes) -> ClerkEvent:
     """`event` without any `private_metadata`, at any depth (in `data` or in an extra field),
-    built from the already validated values: the body is parsed once."""
+    built from the already validated values: the body is parsed once. A body that cannot
+    name the key (billing events, sessions, ...: only user objects carry it) is not walked."""
+    if not may_hold_private_metadata(body):
+        return event
     return ClerkEvent.model_construct(**strip_private_metadata(dict(event)))
 
 
@@ -77,7 +86,7 @@ async def accept_delivery(
     record = PublishedEvent(
         svix_id=svix_id,
         received_at=int(time.time() * 1000),
-        event=without_private_metadata(event),
+        event=without_private_metadata(event, body),
     )
     await publisher.publish(
         target,

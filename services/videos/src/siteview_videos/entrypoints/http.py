@@ -20,7 +20,7 @@ RESPONSES: dict[int | str, dict[str, str]] = {
     404: {"description": "no such video, deleted, or not the caller's"},
 }
 #: Routes with a JSON body: a body that is not JSON at all is refused before validation.
-UNPARSABLE = {400: {"description": "the body is not JSON"}}
+UNPARSABLE: dict[int | str, dict[str, str]] = {400: {"description": "the body is not JSON"}}
 
 
 async def repository(request: Request) -> VideoRepository:
