@@ -979,3 +979,17 @@ def test_ttl_indexes_still_expire_documents_when_their_sweep_is_throttled(
     while coll.count_documents({"_id": "old"}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [d["_id"] for d in coll.find({})] == ["fresh"]
+
+
+def test_an_id_in_list_finds_exactly_the_listed_documents_that_match(
+    db: Database[dict[str, Any]],
+) -> None:
+    coll = db["ledger"]
+    coll.insert_many([{"_id": f"msg_{i}", "n": i} for i in range(10)])
+    found = coll.find({"_id": {"$in": ["msg_3", "msg_7", "msg_missing", "msg_3"]}})
+    assert sorted(d["_id"] for d in found) == ["msg_3", "msg_7"]
+    assert coll.count_documents({"_id": {"$in": []}}) == 0
+    # The other conditions still decide among the listed documents.
+    assert [d["_id"] for d in coll.find({"_id": {"$in": ["msg_3", "msg_7"]}, "n": 7})] == ["msg_7"]
+    coll.delete_one({"_id": "msg_7"})
+    assert [d["_id"] for d in coll.find({"_id": {"$in": ["msg_3", "msg_7"]}})] == ["msg_3"]

@@ -9,11 +9,13 @@ mongomock's own rollbacks still run, because the raised error is a ``DuplicateKe
 
 mongomock finds documents by scanning the whole collection. The hooks narrow that where an
 index answers: mongomock stores documents in a dict keyed by ``_id``, so a filter that pins
-``_id`` to a scalar by equality (at its top level or inside a top-level ``$and``) looks its
-document up there; and each unique index on top-level fields keeps a hash of its key values
-(``UniqueHash``), so the unique check and a filter pinning every field of such an index look
-those up too. Only the candidates change: mongomock's filter matching still decides, on the
-candidates, and anything the lookups do not cover is scanned as before.
+``_id`` to a scalar by equality (at its top level or inside a top-level ``$and``), or lists
+scalars in a top-level ``_id: {$in: [...]}`` (found in the list's order: without a sort,
+MongoDB promises no order either), looks its documents up there; and each unique index on
+top-level fields keeps a hash of its key values (``UniqueHash``), so the unique check and a
+filter pinning every field of such an index look those up too. Only the candidates change:
+mongomock's filter matching still decides, on the candidates, and anything the lookups do not
+cover is scanned as before.
 
 TTL indexes: mongomock removes expired documents on every access to a collection, a scan of
 it each time; MongoDB's TTL monitor does so once a minute. Here it happens at most once every
@@ -227,8 +229,21 @@ def replace_all(store: Any) -> None:
                 index.place(doc)
 
 
+def listed_ids(filt: Mapping[str, Any]) -> list[Any] | None:
+    """The ``_id`` values of a top-level ``{_id: {$in: [...]}}`` (the ledger's lookup), when
+    every one is ``hashable``; else None."""
+    condition = filt.get("_id")
+    if not (isinstance(condition, Mapping) and list(condition) == ["$in"]):
+        return None
+    values = condition["$in"]
+    if not isinstance(values, list) or not all(hashable(v) for v in values):
+        return None
+    return values
+
+
 def narrowed(store: Any, filt: Any) -> list[dict[str, Any]] | None:
-    """The only stored documents ``filt`` can match (at most one), or None: scan them all."""
+    """The only stored documents ``filt`` can match (one, or those an ``_id`` ``$in`` lists),
+    or None: scan them all."""
     if not isinstance(filt, Mapping):
         return None
     doc_id = pinned(filt, "_id")
@@ -236,6 +251,11 @@ def narrowed(store: Any, filt: Any) -> list[dict[str, Any]] | None:
         store._remove_expired_documents()
         doc = store._documents.get(doc_id)
         return [] if doc is None else [doc]
+    ids = listed_ids(filt)
+    if ids is not None:
+        store._remove_expired_documents()
+        listed = {key: store._documents.get(key) for key in ids}  # each once
+        return [doc for doc in listed.values() if doc is not None]
     for name in list(_HASHES.get(store, ())):
         index = unique_hash(store, name)
         if index is None:
