@@ -54,7 +54,7 @@ from harness import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
-from report import render
+from report import render, section
 
 from siteview_common.events import (
     HEADER_EVENT_ID,
@@ -67,6 +67,7 @@ from siteview_devstack.signing import sign
 
 EXAMPLE = REPO / "examples" / "clerk" / "user.created.json"
 RAW_ASGI = "bench/ceilings/raw_asgi.py"
+ALL_PHASES = "workers,e2e,backlog,api,gateway"
 T0 = 1_773_152_525_000
 
 
@@ -468,7 +469,7 @@ def main() -> None:
     parser.add_argument("--backlog-rate", type=float, default=None, help="default 10, embedded 100")
     parser.add_argument("--backlog-seconds", type=float, default=20.0)
     parser.add_argument(
-        "--phases", default="workers,e2e,backlog,api,gateway", help="comma-separated subset"
+        "--phases", default=ALL_PHASES, help="comma-separated subset (then nothing is recorded)"
     )
     args = parser.parse_args()
     # FerretDB 1.24 on SQLite scans its collection for every `_id` lookup (BENCHMARKS.md), so
@@ -522,6 +523,11 @@ def main() -> None:
         "settings": vars(args),
         "figures": {k: f.as_dict() for k, f in bench.results.figures.items()},
     }
+    if phases != set(ALL_PHASES.split(",")):
+        # A subset is for looking, not for the record: BENCHMARKS.md keeps the full runs.
+        print(section(run))
+        print("(a subset of the phases: bench/results and BENCHMARKS.md left as they are)")
+        return
     out = REPO / "bench" / "results" / f"{args.backend}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(run, indent=2) + "\n")
