@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -166,8 +165,6 @@ class Backend:
     kafka: str
     mongo: str
     description: str
-    #: The broker's process, for the phases that stop and resume it.
-    broker_pid: int | None = None
 
 
 @contextmanager
@@ -181,13 +178,11 @@ def backend(kind: str, workdir: Path) -> Iterator[Backend]:
             stack.callback(kafka.stop)
             ferret = FerretDBServer(data_dir=workdir / "ferretdb", port=free_port()).start()
             stack.callback(ferret.stop)
-            assert kafka.process is not None
             yield Backend(
                 kind,
                 kafka.bootstrap_servers,
                 ferret.url,
                 "Apache Kafka 3.9.1 (KRaft, one node) + FerretDB 1.24.2 (SQLite)",
-                kafka.process.pid,
             )
         else:
             broker = TansuBroker(port=free_port())
@@ -206,7 +201,6 @@ def backend(kind: str, workdir: Path) -> Iterator[Backend]:
                 servers,
                 f"mongodb://127.0.0.1:{port}",
                 "Tansu (embedded, in memory) + the MongoDB stand-in (mongomock)",
-                broker.process.pid if broker.process else None,
             )
 
 
@@ -373,9 +367,3 @@ def wait_until(check: Any, timeout: float, interval: float = 0.05) -> Any:
             return value
         time.sleep(interval)
     raise TimeoutError(f"not reached within {timeout} s")
-
-
-def get_json(url: str, **kwargs: Any) -> Any:
-    response = httpx.get(url, timeout=10, **kwargs)
-    response.raise_for_status()
-    return response.json()

@@ -82,15 +82,18 @@ class Bench:
 
     # --- events ---------------------------------------------------------------------------
 
-    def user_event(self, user_id: str, version: int, kind: str = "user.created") -> bytes:
+    def user_event_of(self, user_id: str, version: int, kind: str) -> dict[str, Any]:
         event = copy.deepcopy(self.template)
         event["type"] = kind
         event["data"].update(id=user_id, updated_at=version, created_at=T0)
         event["timestamp"] = version
-        return json.dumps(event).encode()
+        return event
+
+    def user_event(self, user_id: str, version: int, kind: str = "user.created") -> bytes:
+        return json.dumps(self.user_event_of(user_id, version, kind)).encode()
 
     def published(self, user_id: str, version: int) -> tuple[bytes, bytes, str]:
-        body = json.loads(self.user_event(user_id, version))
+        body = self.user_event_of(user_id, version, "user.created")
         svix_id = f"msg_{uuid.uuid4().hex}"
         envelope = PublishedEvent(
             svix_id=svix_id, received_at=int(time.time() * 1000), event=ClerkEvent(**body)
