@@ -203,3 +203,17 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidTokenError("expected a Bearer token")
     return token.strip()
+
+
+#: Clerk's session cookie: the same session token, set on the application's own domain.
+SESSION_COOKIE = "__session"
+
+
+def session_token(authorization: str | None, cookie: str | None) -> str:
+    """The token of the `Authorization: Bearer` header, else of the `__session` cookie (the
+    header wins whenever it is sent, even when it is malformed), or `InvalidTokenError`."""
+    if authorization:
+        return bearer_token(authorization)
+    if cookie and cookie.strip():
+        return cookie.strip()
+    raise InvalidTokenError("missing Authorization header and __session cookie")

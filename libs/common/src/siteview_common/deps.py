@@ -9,9 +9,16 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Cookie, Depends, Header, HTTPException, Request
 
-from siteview_common.auth import ClerkClaims, ClerkTokenVerifier, InvalidTokenError, bearer_token
+from siteview_common.auth import (
+    SESSION_COOKIE,
+    ClerkClaims,
+    ClerkTokenVerifier,
+    InvalidTokenError,
+    bearer_token,
+    session_token,
+)
 from siteview_common.pagination import CursorCodec, PageParams, page_params
 
 P = ParamSpec("P")
@@ -35,14 +42,32 @@ def on_the_loop(call: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     return direct
 
 
+async def _verified(request: Request, token: Callable[[], str]) -> ClerkClaims:
+    """The claims of the session token `token()` reads, or 401."""
+    verifier: ClerkTokenVerifier = request.app.state.verifier
+    try:
+        return await verifier.verify(token())
+    except InvalidTokenError:
+        raise UNAUTHORIZED from None
+
+
 async def current_user(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> ClerkClaims:
-    verifier: ClerkTokenVerifier = request.app.state.verifier
-    try:
-        return await verifier.verify(bearer_token(authorization))
-    except InvalidTokenError:
-        raise UNAUTHORIZED from None
+    """The caller, from `Authorization: Bearer <session token>` only."""
+    return await _verified(request, lambda: bearer_token(authorization))
+
+
+async def live_user(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+) -> ClerkClaims:
+    """The caller of a GET live route: the Bearer header, else Clerk's `__session` cookie
+    (what a browser's EventSource can send). Only those routes take the cookie: they change
+    nothing, so a cross-site request riding on it has nothing to forge. A token in the URL is
+    never read."""
+    return await _verified(request, lambda: session_token(authorization, session))
 
 
 async def cursor_codec(request: Request) -> CursorCodec:
@@ -51,5 +76,6 @@ async def cursor_codec(request: Request) -> CursorCodec:
 
 
 CurrentUser = Annotated[ClerkClaims, Depends(current_user)]
+LiveUser = Annotated[ClerkClaims, Depends(live_user)]
 Pagination = Annotated[PageParams, Depends(on_the_loop(page_params))]
 Cursors = Annotated[CursorCodec, Depends(cursor_codec)]

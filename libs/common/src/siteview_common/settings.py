@@ -50,6 +50,15 @@ class CommonSettings(BaseSettings):
     def _split(cls, value: object) -> object:
         return split_list(value)
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _explicit_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Credentials (the session cookie of the live routes) are allowed for these origins,
+        so each must be named: a wildcard would let any site read a signed-in user's data."""
+        if "*" in value:
+            raise ValueError("name each origin: credentials are allowed, so * is refused")
+        return value
+
     @property
     def is_development(self) -> bool:
         return self.app_env == "development"

@@ -182,11 +182,15 @@ def create_app(
     app.add_exception_handler(PyMongoError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)
     if settings.cors_origins:
+        # Credentials are allowed, for the named origins only (settings refuse `*`): a
+        # browser's `EventSource(url, {withCredentials: true})` sends Clerk's `__session`
+        # cookie, which only the live routes accept, and `Last-Event-ID` when it reconnects.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     app.add_middleware(ContainErrors)
     # Added last, so it is the outermost of our middleware (only Starlette's error middleware,
