@@ -268,7 +268,8 @@ class Supervisor:
                 if proc.spec.is_ready():
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} not ready after {timeout}s")
+                    tail = "\n".join(proc.lines[-20:])
+                    raise TimeoutError(f"{name} not ready after {timeout}s:\n{tail}")
                 time.sleep(0.1)
 
     def tend(self) -> list[RunningProcess]:
