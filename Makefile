@@ -9,7 +9,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: dev test test-faults engines lint fmt bench clean help e2e-compose docker-compose-available
+.PHONY: dev test test-faults engines lint fmt bench clients clean help e2e-compose docker-compose-available
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -50,6 +50,11 @@ test-faults: $(VENV)/.synced  ## fault injection on both backends; writes RELIAB
 
 bench: $(VENV)/.synced  ## measure the services against their ceilings; writes BENCHMARKS.md
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Each API's OpenAPI document (clients/openapi) and the TypeScript types the pinned
+# openapi-typescript makes of it (clients/ts); `make test` fails while they are stale.
+clients: $(VENV)/.synced  ## regenerate clients/: each API's OpenAPI and TypeScript types
+	$(VENV)/bin/siteview openapi export
 
 # The compose file's Kafka and MongoDB in a throwaway project of their own (its volumes are
 # removed after), published on 127.0.0.1:9094 and :27017; the suite's processes run here.

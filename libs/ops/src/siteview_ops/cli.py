@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import typer
 
-from siteview_ops import dlq, reconcile, replay, transfer
+from siteview_ops import dlq, openapi, reconcile, replay, transfer
 
 app = typer.Typer(
     name="siteview",
-    help="Operate SiteView: dead letters, replays, exports and imports, reconciliation.",
+    help=(
+        "Operate SiteView: dead letters, replays, exports and imports, reconciliation, "
+        "the API clients."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -23,6 +26,7 @@ app.add_typer(replay.app)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.add_typer(reconcile.app, name="reconcile")
+app.add_typer(openapi.app, name="openapi")
 
 
 def main() -> None:
