@@ -75,17 +75,12 @@ def document(service: str) -> str:
     return json.dumps(APPS[service]().openapi(), indent=2, sort_keys=True) + "\n"
 
 
-def _run(*commands: list[str]) -> None:
-    """Run the commands side by side; an OpsError with the first failure's output."""
-    started = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for cmd in commands
-    ]
-    outputs = [process.communicate()[0] for process in started]
-    for cmd, process, output in zip(commands, started, outputs, strict=True):
-        if process.returncode != 0:
-            name = Path(cmd[0]).name
-            raise OpsError(f"{name} exited {process.returncode}: {' '.join(output.split())}")
+def _run(command: list[str]) -> None:
+    """Run the command; an OpsError with its output when it fails."""
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        name = Path(command[0]).name
+        raise OpsError(f"{name} exited {done.returncode}: {' '.join(done.stdout.split())}")
 
 
 def node_tools(ts: Path) -> Path:
@@ -102,14 +97,21 @@ def node_tools(ts: Path) -> Path:
 
 
 def generate(clients: Path, into: Path) -> None:
-    """openapi-typescript on every committed document, into `into/<service>.ts`."""
+    """openapi-typescript on every committed document, into `into/<service>.ts`: one process
+    for all, from a Redocly configuration naming each document and its output (JSON, which
+    is YAML too)."""
     tool = node_tools(clients / "ts") / "openapi-typescript"
-    _run(
-        *(
-            [str(tool), str(clients / "openapi" / f"{s}.json"), "--output", str(into / f"{s}.ts")]
-            for s in APPS
-        )
-    )
+    apis = {
+        service: {
+            "root": str(clients / "openapi" / f"{service}.json"),
+            "x-openapi-ts": {"output": str(into / f"{service}.ts")},
+        }
+        for service in APPS
+    }
+    with tempfile.TemporaryDirectory(prefix="siteview-redocly-") as tmp:
+        config = Path(tmp) / "redocly.yaml"
+        config.write_text(json.dumps({"apis": apis}))
+        _run([str(tool), "--redocly", str(config)])
 
 
 def export(clients: Path = CLIENTS) -> None:
