@@ -9,7 +9,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Cookie, Depends, Header, HTTPException, Request
+from fastapi import Cookie, Depends, Header, HTTPException, Query, Request
 
 from siteview_common.auth import (
     SESSION_COOKIE,
@@ -19,7 +19,14 @@ from siteview_common.auth import (
     bearer_token,
     session_token,
 )
-from siteview_common.pagination import CursorCodec, PageParams, page_params
+from siteview_common.changes import BackgroundNotices
+from siteview_common.pagination import (
+    DEFAULT_NUM_ITEMS,
+    MAX_NUM_ITEMS,
+    CursorCodec,
+    PageParams,
+    page_params,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,8 +67,13 @@ async def current_user(
 
 async def live_user(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+    authorization: Annotated[
+        str | None, Header(description="`Bearer <Clerk session token>`; wins over the cookie")
+    ] = None,
+    session: Annotated[
+        str | None,
+        Cookie(alias=SESSION_COOKIE, description="Clerk's session cookie: the same token"),
+    ] = None,
 ) -> ClerkClaims:
     """The caller of a GET live route: the Bearer header, else Clerk's `__session` cookie
     (what a browser's EventSource can send). Only those routes take the cookie: they change
@@ -75,7 +87,23 @@ async def cursor_codec(request: Request) -> CursorCodec:
     return codec
 
 
+async def first_page(
+    num_items: Annotated[int, Query(alias="numItems", ge=1, le=MAX_NUM_ITEMS)] = DEFAULT_NUM_ITEMS,
+) -> PageParams:
+    """A live list is its first page: `numItems` as on the REST route (422 outside 1..100),
+    no cursor."""
+    return PageParams(num_items=num_items, cursor=None)
+
+
+async def change_notices(request: Request) -> BackgroundNotices:
+    notices: BackgroundNotices = request.app.state.changes
+    return notices
+
+
 CurrentUser = Annotated[ClerkClaims, Depends(current_user)]
 LiveUser = Annotated[ClerkClaims, Depends(live_user)]
 Pagination = Annotated[PageParams, Depends(on_the_loop(page_params))]
 Cursors = Annotated[CursorCodec, Depends(cursor_codec)]
+FirstPage = Annotated[PageParams, Depends(first_page)]
+#: Change notices of an API's own writes, published after the write, off the request's path.
+ChangeNotices = Annotated[BackgroundNotices, Depends(change_notices)]

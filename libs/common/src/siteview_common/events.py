@@ -19,7 +19,14 @@ class Topics:
     BILLING = "clerk.billing.v1"
     OTHER = "clerk.other.v1"
 
+    #: The Clerk topics: each has a dead-letter topic.
     ALL = (USERS, BILLING, OTHER)
+
+    #: Change notices (`siteview_common.changes`), keyed by Clerk user id: which of a user's
+    #: documents a write touched, for the APIs' live streams. Kept an hour: a notice is
+    #: only ever read as it arrives.
+    CHANGES = "siteview.changes.v1"
+    CHANGES_RETENTION_MS = 3_600_000
 
     @staticmethod
     def dlq(topic: str) -> str:

@@ -40,7 +40,14 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **options: Any) -> K
 
 
 def all_topics() -> list[str]:
-    return [*Topics.ALL, *(Topics.dlq(t) for t in Topics.ALL)]
+    """Every topic of the system: the Clerk topics, their dead-letter topics, the notices."""
+    return [*Topics.ALL, *(Topics.dlq(t) for t in Topics.ALL), Topics.CHANGES]
+
+
+#: Configs a topic is created with besides `min.insync.replicas`.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    Topics.CHANGES: {"retention.ms": str(Topics.CHANGES_RETENTION_MS)},
+}
 
 
 #: Kafka's TOPIC_ALREADY_EXISTS: another process created the topic first, which is fine.
@@ -74,7 +81,10 @@ class TopicSpec:
             name,
             self.partitions,
             self.replication_factor,
-            topic_configs={"min.insync.replicas": str(self.min_insync_replicas)},
+            topic_configs={
+                "min.insync.replicas": str(self.min_insync_replicas),
+                **TOPIC_CONFIGS.get(name, {}),
+            },
         )
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
@@ -24,6 +24,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.auth import ClerkTokenVerifier
+from siteview_common.changes import BackgroundNotices, ChangePublisher, Changes, Send
 from siteview_common.consumer import (
     Apply,
     BatchProcessor,
@@ -34,18 +35,24 @@ from siteview_common.consumer import (
 )
 from siteview_common.events import Topics
 from siteview_common.kafka import CONSUMER_OPTIONS, all_topics, ensure_topics, make_broker
+from siteview_common.live import LiveHub, LiveKafka
 from siteview_common.mongo import check_server, make_mongo_client, ping
 from siteview_common.pagination import CursorCodec
 from siteview_common.settings import (
     ClerkAuthSettings,
     DeliverySettings,
     KafkaSettings,
+    LiveSettings,
+    MissingSettingError,
     MongoSettings,
     PaginationSettings,
+    exit_with,
 )
 from siteview_common.webapp import create_app
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")
 
 #: How long a stopping worker waits for the batch in flight to apply and commit (FastStream's
 #: `graceful_timeout`), after uvicorn's own graceful shutdown of HTTP connections (10 s).
@@ -62,7 +69,7 @@ class WorkerSettings(KafkaSettings, MongoSettings, DeliverySettings):
     mongodb_database: str = "app"
 
 
-class ServiceSettings(WorkerSettings, ClerkAuthSettings):
+class ServiceSettings(WorkerSettings, ClerkAuthSettings, LiveSettings):
     """A consuming service's settings, shared by its api and worker processes."""
 
 
@@ -80,10 +87,24 @@ class Runtime:
         #: Each subscriber's lag recorder, refreshed by the worker on a timer.
         self.lag: list[tuple[Any, LagRecorder]] = []
 
-    def consume(self, topic: str, *, group: str, parse: Parse[Any], apply: Apply[Any]) -> None:
+    def consume(
+        self,
+        topic: str,
+        *,
+        group: str,
+        parse: Parse[Any],
+        apply: Apply[Any],
+        changes: Changes[Any] | None = None,
+    ) -> None:
         """Batches of `topic` in consumer group `group`; offsets commit only after `apply`.
         A failed batch is rewound and redelivered after a back-off (`BatchProcessor.handle`):
-        for as long as the failure is transient, else until its culprits are dead-lettered."""
+        for as long as the failure is transient, else until its culprits are dead-lettered.
+        `changes` (pure: commands → the documents they touch): once a batch (or, while its
+        culprits are isolated, each part of it) applied, its change notices are published,
+        before the ledger records it and the offsets commit; a publish that fails fails the
+        batch like a write would."""
+        if changes is not None:
+            apply = _publishing(apply, changes, ChangePublisher(_broker_send(self.broker)))
         processor = BatchProcessor(
             group=group,
             broker=self.broker,
@@ -115,6 +136,32 @@ class Runtime:
         """Refresh `siteview_consumer_lag` for every subscriber's assigned partitions."""
         for subscriber, lag in self.lag:
             await _record_lag(subscriber, lag)
+
+
+def _publishing(apply: Apply[C], changes: Changes[C], publisher: ChangePublisher) -> Apply[C]:
+    """`apply`, then the change notices of what it applied."""
+
+    async def apply_then_notify(commands: Sequence[C]) -> int | None:
+        stale = await apply(commands)
+        await publisher.publish(changes(commands))
+        return stale
+
+    return apply_then_notify
+
+
+def _broker_send(broker: KafkaBroker) -> Send:
+    """Publishing through the worker's own broker: the future resolves on the ack."""
+
+    async def send(topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+        sent: Any = await broker.publish(value, topic, key=key, no_confirm=True)
+        if isinstance(sent, asyncio.Future):
+            return sent
+        # Already delivered (FastStream's in-memory TestKafkaBroker): nothing left to await.
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(sent)
+        return done
+
+    return send
 
 
 async def _record_lag(subscriber: Any, lag: LagRecorder) -> None:
@@ -211,12 +258,18 @@ def api_app(
     routers: Sequence[APIRouter],
     setup: Callable[[FastAPI, AsyncDatabase[Any]], Awaitable[None]],
     description: str = "",
+    publishes_changes: bool = False,
 ) -> FastAPI:
     """An authenticated API process. The session-token verifier (and, for settings with a
     cursor secret, the cursor codec) are built here, MongoDB is opened in the lifespan, and
     `setup` puts the service's read side on `app.state` for its routes' dependencies. Every
     database operation ends within MONGODB_TIMEOUT_SECONDS; one that fails because the
-    database is unavailable answers 503 (see `webapp`)."""
+    database is unavailable answers 503 (see `webapp`).
+
+    Live queries: the lifespan starts this process's change-notice consumer in the background
+    (`live.LiveKafka`; readiness does not wait for Kafka) and puts the streams' hub on
+    `app.state.live`. An API that writes (`publishes_changes`) also gets a producer, and
+    `app.state.changes` publishes its notices without making requests wait for the broker."""
     state: dict[str, Any] = {}
     verifier = ClerkTokenVerifier.from_settings(settings)
     codec = (
@@ -224,18 +277,30 @@ def api_app(
         if isinstance(settings, PaginationSettings)
         else None
     )
+    try:
+        settings.kafka_servers  # noqa: B018 - required: read now, so its absence stops the start
+    except MissingSettingError as exc:
+        exit_with(str(exc))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = await _open_mongo(settings, name, bounded=True)
         app.state.verifier = verifier
         app.state.cursor_codec = codec
+        hub = LiveHub(settings)
+        kafka = LiveKafka(settings, hub, client_id=name, produce=publishes_changes)
+        notices = BackgroundNotices(ChangePublisher(kafka.send))
+        app.state.live = hub
+        app.state.changes = notices
         try:
             await setup(app, mongo[settings.mongodb_database])
+            kafka.start()
             state["mongo"] = mongo
             yield
         finally:
             state.clear()
+            await notices.drain()
+            await kafka.stop()
             await mongo.close()
 
     async def mongo_ready() -> bool:

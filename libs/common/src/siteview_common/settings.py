@@ -178,6 +178,19 @@ class WebhookSecretSettings(CommonSettings):
         raise MissingSettingError("CLERK_WEBHOOK_SIGNING_SECRET")
 
 
+class LiveSettings(CommonSettings):
+    """The live query streams an API serves (see `siteview_common.live`)."""
+
+    #: A comment line on every open stream this often, so proxies keep idle streams open.
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: Open streams one user may hold on one API process; one more answers 429.
+    live_max_streams_per_user: int = Field(default=5, ge=1)
+    #: Open streams one API process holds at most; one more answers 429.
+    live_max_streams: int = Field(default=1000, ge=1)
+    #: A send blocked this long (a client that does not read) ends that stream.
+    live_send_timeout_seconds: float = Field(default=5.0, gt=0)
+
+
 DEV_CURSOR_SECRET = "siteview-development-cursor-secret"  # noqa: S105 - development only
 
 

@@ -4,7 +4,9 @@ Checks first that every port it will use is free (else: one line per taken port 
 holds it, exit 2). Then starts the embedded broker (Tansu, 127.0.0.1:9092) and database (the
 MongoDB stand-in, 127.0.0.1:27017) unless KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL point
 elsewhere, creates the topics, and runs every service's api and worker with their logs
-prefixed by name. "SiteView is up" is printed once every process answered.
+prefixed by name, and serves the demo page (examples/web) on the gateway's port + 80, with
+the APIs' CORS_ORIGINS naming its origins. "SiteView is up" is printed once every process
+answered.
 
 A service process that crashes is restarted after a back-off (0.5 s, doubling to 30 s; back to
 0.5 s once it ran 60 s), while the broker and the database keep running, so nothing they
@@ -60,17 +62,24 @@ SiteView is up (APP_ENV={app_env}).
 {urls}
   broker    {kafka}{kafka_note}
   database  {mongo}{mongo_note}
+  demo page {page}
 Webhook signing secret: {secret}
 Send a signed example event (the README walks through more):
   .venv/bin/siteview-dev-sign examples/clerk/user.created.json > /tmp/svix-headers
   curl -i -H @/tmp/svix-headers --data-binary @examples/clerk/user.created.json \\
        http://127.0.0.1:{gateway_port}/webhooks/clerk
-Mint a session token:
+Mint a session token (paste it into the demo page to watch that user's videos and payments):
   .venv/bin/siteview-dev-token user_2abcDEFghiJKLmnoPQRstuVWx
 Ctrl-C stops everything.
 """
 
 API_PATHS = {"users": "/users/me", "payments": "/payments/me", "videos": "/videos"}
+
+#: The demo page's port is the gateway's + this (8080 by default).
+WEB_PORT_OFFSET = 80
+#: The APIs the demo page streams from, and the port each has with the default base port: the
+#: page defaults to those, so its URL names an API only when it runs elsewhere.
+PAGE_APIS = {"videos": 8003, "payments": 8002}
 
 #: How long a start-up step may take before `make dev` gives up.
 START_TIMEOUT = 90.0
@@ -88,6 +97,11 @@ class Options:
     broker_port: int = 9092
     database: str = "standin"
     database_port: int = 27017
+    web_port: int | None = None  # None: base_port + WEB_PORT_OFFSET
+
+    @property
+    def page_port(self) -> int:
+        return self.web_port if self.web_port is not None else self.base_port + WEB_PORT_OFFSET
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--broker-port", type=int, default=9092, help="the broker's")
     parser.add_argument("--mongo-port", type=int, default=27017, help="the database's")
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help=f"the demo page's (default: the base port + {WEB_PORT_OFFSET})",
+    )
     args = parser.parse_args(argv)
     services = tuple(s for s in args.services.split(",") if s.strip() not in ("", "none"))
     if unknown := [s for s in services if s not in SERVICES]:
@@ -211,10 +231,45 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         broker_port=args.broker_port,
         database="ferretdb" if args.engines else "standin",
         database_port=args.mongo_port,
+        web_port=args.web_port,
     )
 
 
-def banner(env: dict[str, str], specs: list[ProcessSpec], engines: list[Engine]) -> str:
+def page_spec(port: int) -> ProcessSpec:
+    """The demo page's static server (stateless: restarted like a service after a crash)."""
+    argv = (sys.executable, "-m", "siteview_devstack.webpage", "--port", str(port))
+    return ProcessSpec.program("demo-page", argv, port, restart=True)
+
+
+def page_origins(port: int) -> str:
+    """The demo page's origins, as CORS_ORIGINS lists them: by address and by name."""
+    return f"http://127.0.0.1:{port},http://localhost:{port}"
+
+
+def page_url(page: ProcessSpec, specs: Sequence[ProcessSpec]) -> str:
+    """The demo page's address, naming the APIs it streams from where they are not on the
+    ports the page assumes."""
+    ports = {spec.name.removesuffix("-api"): spec.port for spec in specs if spec.args == ("api",)}
+    query = "&".join(
+        f"{service}=http://127.0.0.1:{ports[service]}"
+        for service, usual in PAGE_APIS.items()
+        if ports.get(service, usual) != usual
+    )
+    return f"http://127.0.0.1:{page.port}/" + (f"?{query}" if query else "")
+
+
+def api_env(specs: Sequence[ProcessSpec], page: ProcessSpec) -> dict[str, dict[str, str]]:
+    """What each API gets on top of the common environment: CORS_ORIGINS naming the demo
+    page, so that its credentialed EventSource works, unless the developer set CORS_ORIGINS."""
+    if "CORS_ORIGINS" in os.environ:
+        return {}
+    origins = page_origins(page.port)
+    return {spec.name: {"CORS_ORIGINS": origins} for spec in specs if spec.args == ("api",)}
+
+
+def banner(
+    env: dict[str, str], specs: list[ProcessSpec], engines: list[Engine], page: ProcessSpec
+) -> str:
     urls = [f"  {'gateway':<9} http://127.0.0.1:{specs[0].port}/webhooks/clerk"]
     for spec in specs:
         service = spec.name.removesuffix("-api")
@@ -233,6 +288,7 @@ def banner(env: dict[str, str], specs: list[ProcessSpec], engines: list[Engine])
         kafka_note=notes.get("broker", ""),
         mongo=env["MONGODB_URL"],
         mongo_note=notes.get("database", ""),
+        page=page_url(page, specs),
         secret=secret,
         gateway_port=specs[0].port,
     )
@@ -272,9 +328,11 @@ async def run(options: Options) -> int:
         print(f"siteview-dev: {exc}", file=sys.stderr)
         return 2
     specs = service_specs(base_port=options.base_port, services=options.services)
+    page = page_spec(options.page_port)
+    extra_env = api_env(specs, page)
 
     wanted = {spec.port: spec.name for engine in engines for spec in engine.processes}
-    wanted.update({spec.port: spec.name for spec in specs})
+    wanted.update({spec.port: spec.name for spec in [*specs, page]})
     if taken := ports_in_use(wanted):
         for line in taken:
             print(f"siteview-dev: {line}", file=sys.stderr)
@@ -293,7 +351,7 @@ async def run(options: Options) -> int:
 
     def start(batch: Sequence[ProcessSpec]) -> None:
         for spec in batch:
-            supervisor.start(spec)
+            supervisor.start(spec, extra_env.get(spec.name))
         supervisor.wait_ready([spec.name for spec in batch], timeout=START_TIMEOUT)
 
     code = 0
@@ -307,9 +365,9 @@ async def run(options: Options) -> int:
         )
         if not await unless_stopped(stop, ensure_topics(settings)):
             return 0
-        if not await unless_stopped(stop, asyncio.to_thread(start, specs)):
+        if not await unless_stopped(stop, asyncio.to_thread(start, [*specs, page])):
             return 0
-        print(banner(env, specs, engines), flush=True)
+        print(banner(env, specs, engines, page), flush=True)
         while not stop.is_set():
             for proc in await asyncio.to_thread(supervisor.tend):
                 if engine_of := owner.get(proc.spec.name):

@@ -32,6 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from siteview_common.changes import Changes
 from siteview_common.consumer import Apply, BatchProcessor, Parse
 from siteview_common.mongo import check_server, make_mongo_client
 from siteview_common.runtime import Runtime, WorkerSettings
@@ -90,7 +91,17 @@ class ReplayRuntime(Runtime):
         super().__init__(settings, mongo, cast(KafkaBroker, None))
         self.subscriptions: list[Subscription] = []
 
-    def consume(self, topic: str, *, group: str, parse: Parse[Any], apply: Apply[Any]) -> None:
+    def consume(
+        self,
+        topic: str,
+        *,
+        group: str,
+        parse: Parse[Any],
+        apply: Apply[Any],
+        changes: Changes[Any] | None = None,
+    ) -> None:
+        """Records the subscription. `changes` is left out: a replay writes a fresh database
+        that no API serves, so no live stream is told about it."""
         self.subscriptions.append(Subscription(topic, group, parse, apply))
 
 
