@@ -10,7 +10,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime, api_app, worker_app
-from siteview_payments import handlers
+from siteview_payments import domain, handlers
+from siteview_payments.entrypoints import live
 from siteview_payments.entrypoints.http import payments_router, subscriptions_router
 from siteview_payments.repository import PaymentsRepository
 from siteview_payments.settings import PaymentsSettings
@@ -27,6 +28,7 @@ async def consume_billing(runtime: Runtime) -> PaymentsRepository:
         group=GROUP,
         parse=handlers.parse,
         apply=partial(handlers.apply_billing_events, repo=repo),
+        changes=domain.touched,
     )
     return repo
 
@@ -44,7 +46,12 @@ def create_api(settings: PaymentsSettings) -> FastAPI:
     return api_app(
         "payments-api",
         settings,
-        routers=[payments_router, subscriptions_router],
+        routers=[
+            live.payments_router,
+            live.subscriptions_router,
+            payments_router,
+            subscriptions_router,
+        ],
         setup=setup,
         description="The caller's payment attempts and subscriptions, synced from Clerk Billing.",
     )

@@ -10,7 +10,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime, api_app, worker_app
-from siteview_users import handlers
+from siteview_users import domain, handlers
+from siteview_users.entrypoints import live
 from siteview_users.entrypoints.http import router
 from siteview_users.repository import UserRepository
 from siteview_users.settings import UsersSettings
@@ -27,6 +28,7 @@ async def subscribe(runtime: Runtime) -> None:
         group=GROUP,
         parse=handlers.parse,
         apply=partial(handlers.apply_user_events, repo=repo),
+        changes=domain.touched,
     )
 
 
@@ -43,7 +45,7 @@ def create_api(settings: UsersSettings) -> FastAPI:
     return api_app(
         "users-api",
         settings,
-        routers=[router],
+        routers=[live.router, router],
         setup=setup,
         description="The caller's profile, synced from Clerk's user events.",
     )

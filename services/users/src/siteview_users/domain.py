@@ -8,11 +8,13 @@ wins; a deleted user keeps a tombstone and no later-arriving update brings it ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siteview_common.changes import Change
 from siteview_common.events import USER_DELETED, PublishedEvent, user_deletion
 
 UPSERT_TYPES = frozenset({"user.created", "user.updated"})
@@ -99,3 +101,8 @@ def to_command(published: PublishedEvent) -> UserCommand | None:
         deletion = user_deletion(published)
         return DeleteUser(external_id=deletion.user_id, version=deletion.deleted_at)
     return None
+
+
+def touched(commands: Sequence[UserCommand]) -> list[Change]:
+    """The profiles a batch writes (or finds stale: a notice may be stale, never missing)."""
+    return [Change(c.external_id, "users", c.external_id) for c in commands]

@@ -10,7 +10,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from siteview_common.events import Topics
 from siteview_common.runtime import Runtime, api_app, worker_app
-from siteview_videos import handlers
+from siteview_videos import domain, handlers
+from siteview_videos.entrypoints import live
 from siteview_videos.entrypoints.http import router
 from siteview_videos.queries import VideoQueries
 from siteview_videos.repository import VideoRepository
@@ -29,6 +30,7 @@ async def subscribe(runtime: Runtime) -> None:
         group=GROUP,
         parse=handlers.parse,
         apply=partial(handlers.apply_user_events, repo=repo),
+        changes=domain.touched,
     )
 
 
@@ -45,7 +47,8 @@ def create_api(settings: VideosSettings) -> FastAPI:
     return api_app(
         "videos-api",
         settings,
-        routers=[router],
+        routers=[live.router, router],
+        publishes_changes=True,
         setup=setup,
         description="The caller's videos: add, list, edit, delete and count views.",
     )

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from siteview_common.changes import Change
 from siteview_common.events import USER_DELETED, PublishedEvent, user_deletion
 
 MAX_TITLE_LENGTH = 200
@@ -118,3 +120,14 @@ def cascade_cutoff(deleted_at: int, first_applied_at: int | None) -> int:
     token outlives its user by up to a minute, and the worker may lag) go too; after that
     moment the tombstone refuses new videos, so a replay has nothing newer to touch."""
     return max(deleted_at, first_applied_at or deleted_at)
+
+
+def touched(commands: Sequence[DeleteUserVideos]) -> list[Change]:
+    """A deleted user's cascade changes their list; which videos it removed is not read back
+    (`ids` is empty: any of the user's videos)."""
+    return [Change(c.user_id, "videos") for c in commands]
+
+
+def video_changed(user_id: str, video_id: str) -> Change:
+    """One of the API's own writes: created, edited, deleted or viewed."""
+    return Change(user_id, "videos", video_id)

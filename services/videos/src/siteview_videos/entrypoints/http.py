@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from siteview_common.deps import CurrentUser, Cursors, Pagination
+from siteview_common.deps import ChangeNotices, CurrentUser, Cursors, Pagination
 from siteview_common.pagination import Page
 from siteview_videos import handlers
-from siteview_videos.domain import AccountDeletedError, VideoNotFoundError
+from siteview_videos.domain import AccountDeletedError, VideoNotFoundError, video_changed
 from siteview_videos.queries import VideoQueries
 from siteview_videos.repository import VideoRepository
 from siteview_videos.views import NewVideo, VideoChanges, VideoView, ViewCount
@@ -48,7 +48,12 @@ Queries = Annotated[VideoQueries, Depends(read_side)]
     },
 )
 async def create_video(
-    body: NewVideo, user: CurrentUser, repo: Videos, queries: Queries, response: Response
+    body: NewVideo,
+    user: CurrentUser,
+    repo: Videos,
+    queries: Queries,
+    notices: ChangeNotices,
+    response: Response,
 ) -> VideoView:
     """Add a video for the caller."""
     try:
@@ -57,6 +62,7 @@ async def create_video(
         )
     except AccountDeletedError:
         raise HTTPException(403, "account deleted") from None
+    notices.publish_soon([video_changed(user.user_id, doc["_id"])])
     response.headers["Location"] = f"/videos/{doc['_id']}"
     return VideoView.from_doc(doc)
 
@@ -87,30 +93,38 @@ async def get_video(video_id: str, user: CurrentUser, queries: Queries) -> Video
 
 @router.patch("/{video_id}", response_model=VideoView, responses={**UNPARSABLE, **RESPONSES})
 async def update_video(
-    video_id: str, body: VideoChanges, user: CurrentUser, repo: Videos
+    video_id: str, body: VideoChanges, user: CurrentUser, repo: Videos, notices: ChangeNotices
 ) -> VideoView:
     """Change the title and/or url of one of the caller's videos."""
     try:
         doc = await handlers.update_video(video_id, user.user_id, body.fields(), repo=repo)
     except VideoNotFoundError:
         raise NOT_FOUND from None
+    notices.publish_soon([video_changed(user.user_id, video_id)])
     return VideoView.from_doc(doc)
 
 
 @router.delete("/{video_id}", status_code=204, responses=RESPONSES)
-async def delete_video(video_id: str, user: CurrentUser, repo: Videos) -> Response:
+async def delete_video(
+    video_id: str, user: CurrentUser, repo: Videos, notices: ChangeNotices
+) -> Response:
     """Delete one of the caller's videos (it answers 404 from then on)."""
     try:
         await handlers.delete_video(video_id, user.user_id, repo=repo)
     except VideoNotFoundError:
         raise NOT_FOUND from None
+    notices.publish_soon([video_changed(user.user_id, video_id)])
     return Response(status_code=204)
 
 
 @router.post("/{video_id}/views", response_model=ViewCount, responses=RESPONSES)
-async def record_view(video_id: str, user: CurrentUser, repo: Videos) -> ViewCount:
+async def record_view(
+    video_id: str, user: CurrentUser, repo: Videos, notices: ChangeNotices
+) -> ViewCount:
     """Count one view of one of the caller's videos; the new total."""
     try:
-        return ViewCount(views=await handlers.record_view(video_id, user.user_id, repo=repo))
+        views = await handlers.record_view(video_id, user.user_id, repo=repo)
     except VideoNotFoundError:
         raise NOT_FOUND from None
+    notices.publish_soon([video_changed(user.user_id, video_id)])
+    return ViewCount(views=views)
