@@ -59,7 +59,7 @@ clients: $(VENV)/.synced  ## regenerate clients/: each API's OpenAPI and TypeScr
 # The compose file's Kafka and MongoDB in a throwaway project of their own (its volumes are
 # removed after), published on 127.0.0.1:9094 and :27017; the suite's processes run here.
 COMPOSE_E2E = SITEVIEW_ENV_FILE=.env.example docker compose -p siteview-e2e
-E2E_COMPOSE_ARGS = --ignore-glob='*/unit/*' --ignore=tests/common --ignore=tests/devstack --ignore=tests/deploy --ignore=tests/faults
+E2E_COMPOSE_ARGS = --ignore-glob='*/unit/*' --ignore=tests/common --ignore=tests/devstack --ignore=tests/deploy --ignore=tests/faults --ignore=tests/browser
 
 e2e-compose: docker-compose-available $(VENV)/.synced  ## the suite on docker compose's Kafka and MongoDB
 	@trap '$(COMPOSE_E2E) down -v --remove-orphans' EXIT; \
