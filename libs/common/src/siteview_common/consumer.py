@@ -76,6 +76,7 @@ DLQ_REASON_MAX_CHARS = 1000
 
 @dataclass(frozen=True, slots=True)
 class Inbound(Generic[C]):
+    #: The ledger's id of the record: the Svix id of the gateway's records (`Decoded`).
     svix_id: str
     command: C
     record: ConsumerRecord[Any, Any]
@@ -120,6 +121,35 @@ class _PartitionFailures:
 
 
 Parse = Callable[[PublishedEvent], C | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[C]):
+    """One record's value, decoded: the id the ledger dedupes it by, the command (None: not
+    this consumer's business) and, when known, when it entered the system (ms since the
+    epoch, for `siteview_event_lag_seconds`)."""
+
+    dedupe_id: str
+    command: C | None
+    received_at: int | None = None
+
+
+#: Decodes one record's value. Pure, like `Parse`: whatever it raises would happen again on
+#: every redelivery, so that record is dead-lettered.
+Decode = Callable[[bytes], Decoded[C]]
+
+
+def clerk_decoder(parse: Parse[C]) -> Decode[C]:
+    """The gateway's records: a `PublishedEvent`, deduped by its Svix id, turned into a
+    command by `parse`."""
+
+    def decode(value: bytes) -> Decoded[C]:
+        event = PublishedEvent.model_validate_json(value)
+        return Decoded(event.svix_id, parse(event), event.received_at)
+
+    return decode
+
+
 #: Writes a batch of commands; returns how many of them were stale (superseded by what is
 #: stored or by a newer command of the same batch, so ignored), or None when it does not tell.
 Apply = Callable[[Sequence[C]], Awaitable[int | None]]
@@ -136,9 +166,11 @@ class BatchProcessor(Generic[C]):
     """Applies one consumer group's batches. `parse` turns a published event into the service's
     command (None: not this service's business); it is pure, so whatever it raises (pydantic's
     `ValidationError`, `PoisonMessageError`, or a bug meeting unexpected input) would happen
-    again on every redelivery: that message is dead-lettered. `apply` writes a batch of
-    commands; when it raises, the whole batch is redelivered (`handle`), and when it keeps
-    raising the same non-transient way, the culprits are found and dead-lettered."""
+    again on every redelivery: that message is dead-lettered. A topic whose records are not
+    the gateway's `PublishedEvent` gives `decode` instead of `parse` (see `Decode`). `apply`
+    writes a batch of commands; when it raises, the whole batch is redelivered (`handle`), and
+    when it keeps raising the same non-transient way, the culprits are found and
+    dead-lettered."""
 
     def __init__(
         self,
@@ -146,14 +178,15 @@ class BatchProcessor(Generic[C]):
         group: str,
         broker: KafkaBroker,
         ledger: EventLedger,
-        parse: Parse[C],
+        parse: Parse[C] | None = None,
         apply: Apply[C],
         policy: RedeliveryPolicy | None = None,
+        decode: Decode[C] | None = None,
     ) -> None:
         self._group = group
         self._broker = broker
         self._ledger = ledger
-        self._parse = parse
+        self._decode = _decoder(parse, decode)
         self._apply = apply
         self._policy = policy or RedeliveryPolicy()
         self._failures: dict[tuple[str, int], _PartitionFailures] = {}
@@ -212,20 +245,20 @@ class BatchProcessor(Generic[C]):
         seen_in_batch: set[str] = set()
         for record in records:
             try:
-                event = PublishedEvent.model_validate_json(record.value or b"")
-                command = self._parse(event)
-            except Exception as exc:  # parse is pure: it would fail the same way forever
+                decoded = self._decode(record.value or b"")
+            except Exception as exc:  # decoding is pure: it would fail the same way forever
                 await self._dead_letter(record, exc, stage="parse")
                 continue
-            if command is None:
+            if decoded.command is None:
                 self._count(record.topic, "ignored")
                 continue
-            if event.svix_id in seen_in_batch:
+            if decoded.dedupe_id in seen_in_batch:
                 self._count(record.topic, "duplicate")
                 continue
-            seen_in_batch.add(event.svix_id)
-            inbound.append(Inbound(event.svix_id, command, record))
-            received.append(event.received_at)
+            seen_in_batch.add(decoded.dedupe_id)
+            inbound.append(Inbound(decoded.dedupe_id, decoded.command, record))
+            if decoded.received_at is not None:
+                received.append(decoded.received_at)
 
         already = await self._ledger.seen([i.svix_id for i in inbound])
         fresh = [i for i in inbound if i.svix_id not in already]
@@ -311,6 +344,15 @@ class BatchProcessor(Generic[C]):
         DEAD_LETTERS.labels(self._group, record.topic, stage, type(exc).__name__).inc()
 
 
+def _decoder(parse: Parse[C] | None, decode: Decode[C] | None) -> Decode[C]:
+    """Exactly one of the two: the gateway's records with `parse`, or a `decode` of its own."""
+    if decode is not None and parse is None:
+        return decode
+    if parse is not None and decode is None:
+        return clerk_decoder(parse)
+    raise TypeError("give either parse or decode")
+
+
 class LagRecorder:
     """Keeps `siteview_consumer_lag` for the partitions one consumer of `group` is assigned:
     each partition's end offset (the high watermark of its last fetch) minus the consumer's
@@ -364,6 +406,8 @@ def _starting_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[tuple
 __all__ = [
     "HEADER_EVENT_TYPE",
     "BatchProcessor",
+    "Decode",
+    "Decoded",
     "EventLedger",
     "Inbound",
     "LagRecorder",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
@@ -28,6 +29,7 @@ from siteview_common.changes import BackgroundNotices, ChangePublisher, Changes,
 from siteview_common.consumer import (
     Apply,
     BatchProcessor,
+    Decode,
     EventLedger,
     LagRecorder,
     Parse,
@@ -86,17 +88,22 @@ class Runtime:
         self.topics: list[str] = []
         #: Each subscriber's lag recorder, refreshed by the worker on a timer.
         self.lag: list[tuple[Any, LagRecorder]] = []
+        #: Jobs the worker runs on a timer while it consumes (`every`).
+        self.periodic: list[Periodic] = []
 
     def consume(
         self,
         topic: str,
         *,
         group: str,
-        parse: Parse[Any],
+        parse: Parse[Any] | None = None,
         apply: Apply[Any],
         changes: Changes[Any] | None = None,
+        decode: Decode[Any] | None = None,
     ) -> None:
         """Batches of `topic` in consumer group `group`; offsets commit only after `apply`.
+        The gateway's topics give `parse`; a topic with records of another shape gives
+        `decode` (`consumer.Decode`: the ledger's id and the command of one record).
         A failed batch is rewound and redelivered after a back-off (`BatchProcessor.handle`):
         for as long as the failure is transient, else until its culprits are dead-lettered.
         `changes` (pure: commands → the documents they touch): once a batch (or, while its
@@ -112,6 +119,7 @@ class Runtime:
             parse=parse,
             apply=apply,
             policy=RedeliveryPolicy.from_settings(self.settings),
+            decode=decode,
         )
         self.topics += [topic, Topics.dlq(topic)]
         subscriber = self.broker.subscriber(
@@ -136,6 +144,26 @@ class Runtime:
         """Refresh `siteview_consumer_lag` for every subscriber's assigned partitions."""
         for subscriber, lag in self.lag:
             await _record_lag(subscriber, lag)
+
+    def every(self, seconds: float, job: Callable[[], Awaitable[object]], *, name: str) -> None:
+        """Run `job` every `seconds` while the worker consumes (from its start to its stop).
+        A run that raises is logged; the next one runs on time."""
+        self.periodic.append(Periodic(name, seconds, job))
+
+
+@dataclass(frozen=True, slots=True)
+class Periodic:
+    name: str
+    seconds: float
+    job: Callable[[], Awaitable[object]]
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds)
+            try:
+                await self.job()
+            except Exception:
+                log.exception("periodic job failed; it runs again", extra={"job": self.name})
 
 
 def _publishing(apply: Apply[C], changes: Changes[C], publisher: ChangePublisher) -> Apply[C]:
@@ -206,14 +234,15 @@ def worker_app(
             graceful_timeout=WORKER_GRACEFUL_SECONDS,
             middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=name),),
         )
-        lag_task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             runtime = Runtime(settings, mongo, broker)
             await setup(runtime)
             await ensure_topics(settings, [*all_topics(), *runtime.topics])
             await runtime.ledger.create_indexes()
             await broker.start()
-            lag_task = asyncio.create_task(_refresh_lag(runtime))
+            tasks.append(asyncio.create_task(_refresh_lag(runtime)))
+            tasks += [asyncio.create_task(p.run(), name=p.name) for p in runtime.periodic]
             state.update(mongo=mongo, broker=broker)
             log.info("worker started", extra={"database": settings.mongodb_database})
             yield
@@ -223,10 +252,11 @@ def worker_app(
             )
         finally:
             state.clear()
-            if lag_task is not None:
-                lag_task.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await lag_task
+                    await task
             await broker.stop()
             await mongo.close()
         log.info("worker stopped: consumer group left")

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 
 from siteview_common.changes import Changes
-from siteview_common.consumer import Apply, BatchProcessor, Parse
+from siteview_common.consumer import Apply, BatchProcessor, Decode, Parse
 from siteview_common.mongo import check_server, make_mongo_client
 from siteview_common.runtime import Runtime, WorkerSettings
 from siteview_common.settings import load_settings
@@ -96,12 +96,16 @@ class ReplayRuntime(Runtime):
         topic: str,
         *,
         group: str,
-        parse: Parse[Any],
+        parse: Parse[Any] | None = None,
         apply: Apply[Any],
         changes: Changes[Any] | None = None,
+        decode: Decode[Any] | None = None,
     ) -> None:
         """Records the subscription. `changes` is left out: a replay writes a fresh database
-        that no API serves, so no live stream is told about it."""
+        that no API serves, so no live stream is told about it. Only the gateway's topics
+        (`parse`) are replayed."""
+        if parse is None or decode is not None:
+            raise OpsError(f"{topic} does not carry the gateway's events: it is not replayed")
         self.subscriptions.append(Subscription(topic, group, parse, apply))
 
 
