@@ -44,6 +44,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/splats/{splat_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Splat
+         * @description One of the caller's splats: its status, progress, and result once ready.
+         */
+        get: operations["get_splat_splats__splat_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Splat
+         * @description Delete one of the caller's splats (it answers 404 from then on); one not finished is
+         *     cancelled.
+         */
+        delete: operations["delete_splat_splats__splat_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/videos": {
         parameters: {
             query?: never;
@@ -68,6 +93,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Videos Live
+         * @description The first page of the caller's live videos (`event: videos`), now and whenever one was
+         *     added, edited, deleted or viewed.
+         */
+        get: operations["list_videos_live_videos_live_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/videos/{video_id}": {
         parameters: {
             query?: never;
@@ -84,7 +130,8 @@ export interface paths {
         post?: never;
         /**
          * Delete Video
-         * @description Delete one of the caller's videos (it answers 404 from then on).
+         * @description Delete one of the caller's videos (it answers 404 from then on) and its splats (those
+         *     not finished are cancelled).
          */
         delete: operations["delete_video_videos__video_id__delete"];
         options?: never;
@@ -94,6 +141,31 @@ export interface paths {
          * @description Change the title and/or url of one of the caller's videos.
          */
         patch: operations["update_video_videos__video_id__patch"];
+        trace?: never;
+    };
+    "/videos/{video_id}/splats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Splats
+         * @description The splats of one of the caller's videos, newest first, one page at a time.
+         */
+        get: operations["list_splats_videos__video_id__splats_get"];
+        put?: never;
+        /**
+         * Request Splat
+         * @description Request a 3D splat of one of the caller's videos: queued, its job on its way to the
+         *     pipeline (`Location: /splats/{id}` follows it).
+         */
+        post: operations["request_splat_videos__video_id__splats_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/videos/{video_id}/views": {
@@ -125,6 +197,16 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
+        /** NewSplat */
+        NewSplat: {
+            /**
+             * Quality
+             * @description `preview` (the default, faster) or `full`
+             * @default preview
+             * @enum {string}
+             */
+            quality: "preview" | "full";
+        };
         /** NewVideo */
         NewVideo: {
             /**
@@ -138,6 +220,15 @@ export interface components {
              */
             url: string;
         };
+        /** Page[SplatView] */
+        Page_SplatView_: {
+            /** Continuecursor */
+            continueCursor: string;
+            /** Isdone */
+            isDone: boolean;
+            /** Page */
+            page: components["schemas"]["SplatView"][];
+        };
         /** Page[VideoView] */
         Page_VideoView_: {
             /** Continuecursor */
@@ -146,6 +237,66 @@ export interface components {
             isDone: boolean;
             /** Page */
             page: components["schemas"]["VideoView"][];
+        };
+        /**
+         * SplatError
+         * @description Why a splat failed: the pipeline's code and message, or `timeout`.
+         */
+        SplatError: {
+            /** Code */
+            code: string;
+            /** Message */
+            message: string;
+        };
+        /**
+         * SplatResult
+         * @description Where the finished splat is, as the pipeline reported it.
+         */
+        SplatResult: {
+            /**
+             * Format
+             * @description the file's format, e.g. ply, splat, spz
+             */
+            format: string;
+            /**
+             * Gaussians
+             * @description how many Gaussians the splat has
+             */
+            gaussians: number;
+            /** Sizebytes */
+            sizeBytes: number;
+            /**
+             * Url
+             * @description an absolute http or https URL of the splat file
+             */
+            url: string;
+        };
+        /** SplatView */
+        SplatView: {
+            /** Createdat */
+            createdAt: number;
+            error: components["schemas"]["SplatError"] | null;
+            /** Id */
+            id: string;
+            /** Progress */
+            progress: number;
+            /**
+             * Quality
+             * @enum {string}
+             */
+            quality: "preview" | "full";
+            result: components["schemas"]["SplatResult"] | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "processing" | "ready" | "failed";
+            /** Updatedat */
+            updatedAt: number;
+            /** Userid */
+            userId: string;
+            /** Videoid */
+            videoId: string;
         };
         /** ValidationError */
         ValidationError: {
@@ -247,6 +398,98 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    get_splat_splats__splat_id__get: {
+        parameters: {
+            query?: never;
+            header?: {
+                authorization?: string | null;
+            };
+            path: {
+                splat_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SplatView"];
+                };
+            };
+            /** @description missing or invalid session token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no such splat, deleted, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_splat_splats__splat_id__delete: {
+        parameters: {
+            query?: never;
+            header?: {
+                authorization?: string | null;
+            };
+            path: {
+                splat_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid session token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no such splat, deleted, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
             };
         };
     };
@@ -352,6 +595,55 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    list_videos_live_videos_live_get: {
+        parameters: {
+            query?: {
+                numItems?: number;
+            };
+            header?: {
+                /** @description `Bearer <Clerk session token>`; wins over the cookie */
+                authorization?: string | null;
+            };
+            path?: never;
+            cookie?: {
+                /** @description Clerk's session cookie: the same token */
+                __session?: string | null;
+            };
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /videos?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description missing or invalid session token (Bearer header or __session) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description numItems is not within 1..100 */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description too many open live streams (this user's, or this process's) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
@@ -502,6 +794,150 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    list_splats_videos__video_id__splats_get: {
+        parameters: {
+            query?: {
+                numItems?: number;
+                /** @description continueCursor of the previous page */
+                cursor?: string | null;
+            };
+            header?: {
+                authorization?: string | null;
+            };
+            path: {
+                video_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_SplatView_"];
+                };
+            };
+            /** @description the cursor was altered or is another list's */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid session token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no such video, deleted, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    request_splat_videos__video_id__splats_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 200 printable characters: the same key from the same user answers the splat its first request made (202, the same body) and never makes a second */
+                "Idempotency-Key"?: string | null;
+                authorization?: string | null;
+            };
+            path: {
+                video_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["NewSplat"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SplatView"];
+                };
+            };
+            /** @description the body is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid session token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the caller's account was deleted */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no such video, deleted, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a request with the same Idempotency-Key is being answered */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an invalid body, or an Idempotency-Key used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description as many of the caller's splats are queued or processing as allowed */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the job could not be published: repeat with the same key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from conftest import Backend
@@ -52,17 +50,6 @@ class Caller:
         response = await self.request("GET", "/videos", params=params)
         assert response.status_code == 200, response.text
         return response.json()
-
-
-@pytest.fixture
-async def client(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.urls["videos-api"], timeout=15) as http:
-        yield http
-
-
-@pytest.fixture
-def videos_db(stack: Any, mongo_client: AsyncMongoClient[Any]) -> AsyncDatabase[Any]:
-    return mongo_client[stack.databases["videos"]]
 
 
 @pytest.fixture

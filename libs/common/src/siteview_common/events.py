@@ -28,6 +28,12 @@ class Topics:
     CHANGES = "siteview.changes.v1"
     CHANGES_RETENTION_MS = 3_600_000
 
+    #: 3D splats (the videos service and the GPU pipeline): job requests and cancellations
+    #: for the pipeline, keyed by Clerk user id; the pipeline's status reports, keyed by
+    #: splat id, with a dead-letter topic like the Clerk topics'.
+    SPLAT_JOBS = "siteview.splat-jobs.v1"
+    SPLAT_STATUS = "siteview.splat-status.v1"
+
     @staticmethod
     def dlq(topic: str) -> str:
         return f"{topic}.dlq"

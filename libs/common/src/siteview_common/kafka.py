@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, for_code
 from faststream.kafka import KafkaBroker
@@ -39,9 +40,35 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **options: Any) -> K
     )
 
 
+async def start_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """A started aiokafka producer that publishes as `make_broker`'s does: acks=all, no
+    lingering, idempotent where configured. One that cannot start is closed, and raises."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_servers,
+        client_id=client_id,
+        acks="all",
+        linger_ms=0,
+        enable_idempotence=settings.idempotent_producer,
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
 def all_topics() -> list[str]:
-    """Every topic of the system: the Clerk topics, their dead-letter topics, the notices."""
-    return [*Topics.ALL, *(Topics.dlq(t) for t in Topics.ALL), Topics.CHANGES]
+    """Every topic of the system: the Clerk topics, their dead-letter topics, the notices,
+    the splat jobs and statuses (and the statuses' dead-letter topic)."""
+    return [
+        *Topics.ALL,
+        *(Topics.dlq(t) for t in Topics.ALL),
+        Topics.CHANGES,
+        Topics.SPLAT_JOBS,
+        Topics.SPLAT_STATUS,
+        Topics.dlq(Topics.SPLAT_STATUS),
+    ]
 
 
 #: Configs a topic is created with besides `min.insync.replicas`.

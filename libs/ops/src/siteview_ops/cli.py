@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import typer
 
-from siteview_ops import dlq, openapi, reconcile, replay, transfer
+from siteview_ops import dev, dlq, openapi, reconcile, replay, schemas, transfer
 
 app = typer.Typer(
     name="siteview",
     help=(
         "Operate SiteView: dead letters, replays, exports and imports, reconciliation, "
-        "the API clients."
+        "the API clients, the splat topics' schemas; dev: stand-ins for outside systems."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -27,6 +27,8 @@ app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.add_typer(reconcile.app, name="reconcile")
 app.add_typer(openapi.app, name="openapi")
+app.add_typer(schemas.app, name="schemas")
+app.add_typer(dev.app, name="dev")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from siteview_common.deps import ChangeNotices, CurrentUser, Cursors, Pagination
 from siteview_common.pagination import Page
 from siteview_videos import handlers
 from siteview_videos.domain import AccountDeletedError, VideoNotFoundError, video_changed
+from siteview_videos.handlers import Splats
 from siteview_videos.queries import VideoQueries
 from siteview_videos.repository import VideoRepository
 from siteview_videos.views import NewVideo, VideoChanges, VideoView, ViewCount
@@ -33,8 +34,14 @@ async def read_side(request: Request) -> VideoQueries:
     return queries
 
 
+async def splat_side(request: Request) -> Splats:
+    splats: Splats = request.app.state.splats
+    return splats
+
+
 Videos = Annotated[VideoRepository, Depends(repository)]
 Queries = Annotated[VideoQueries, Depends(read_side)]
+SplatsDep = Annotated[Splats, Depends(splat_side)]
 
 
 @router.post(
@@ -106,11 +113,12 @@ async def update_video(
 
 @router.delete("/{video_id}", status_code=204, responses=RESPONSES)
 async def delete_video(
-    video_id: str, user: CurrentUser, repo: Videos, notices: ChangeNotices
+    video_id: str, user: CurrentUser, repo: Videos, splats: SplatsDep, notices: ChangeNotices
 ) -> Response:
-    """Delete one of the caller's videos (it answers 404 from then on)."""
+    """Delete one of the caller's videos (it answers 404 from then on) and its splats (those
+    not finished are cancelled)."""
     try:
-        await handlers.delete_video(video_id, user.user_id, repo=repo)
+        await handlers.delete_video(video_id, user.user_id, repo=repo, splats=splats)
     except VideoNotFoundError:
         raise NOT_FOUND from None
     notices.publish_soon([video_changed(user.user_id, video_id)])
