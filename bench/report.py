@@ -53,6 +53,7 @@ GOALS = [
     Goal("gateway p99 at half its saturation", "gateway.half.p99", None, 10, False, "ms"),
     Goal("end to end p50 (gateway 2xx → GET /users/me)", "e2e.p50", None, 10, False, "ms"),
     Goal("end to end p99", "e2e.p99", None, 25, False, "ms"),
+    Goal("live push p99 (gateway 2xx → SSE event)", "live.p99", None, 50, False, "ms"),
     Goal("users worker x1 vs ceiling 3 (getmany)", "worker1", "ceiling3", 0.40, True),
     Goal("users worker x1 vs ceiling 4 (bulk upserts)", "worker1", "ceiling4", 0.85, True),
     Goal("users worker x2 vs ceiling 3", "worker2", "ceiling3", 0.40, True),
