@@ -116,6 +116,18 @@ def goals_table(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_note(run: dict[str, Any]) -> str:
+    """The run's length and the machine's load average around it (runs recorded before
+    these were kept have neither)."""
+    if "load" not in run:
+        return ""
+    start, end = run["load"]
+    return (
+        f" The run took {run['minutes']:g} min; the 1-minute load average was {start:g} at its "
+        f"start and {end:g} at its end."
+    )
+
+
 def section(run: dict[str, Any]) -> str:
     settings = run["settings"]
     return "\n".join(
@@ -126,7 +138,8 @@ def section(run: dict[str, Any]) -> str:
             f"{settings['repeats']} runs of {settings['seconds']:g} s after a "
             f"{settings['warmup']:g} s warm-up (workers: {settings['events']:,} events per run); "
             f"gateway concurrency {settings['concurrency']}, API concurrency "
-            f"{settings['api_concurrency']}; end to end at {settings['e2e_rate']:g} events/s.",
+            f"{settings['api_concurrency']}; end to end at {settings['e2e_rate']:g} events/s."
+            + load_note(run),
             "",
             "Ratios and targets (medians):",
             "",

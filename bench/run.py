@@ -23,6 +23,7 @@ import asyncio
 import copy
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -539,6 +540,7 @@ def main() -> None:
     phases = set(args.phases.split(","))
     cpus = pin()
     started = datetime.now(UTC)
+    load_at_start = round(os.getloadavg()[0], 2)
     print(f"bench: {args.backend} backend; {cpus.describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="siteview-bench-") as tmp:
         work = Path(tmp)
@@ -574,6 +576,10 @@ def main() -> None:
         "cpus": cpus.describe(),
         "machine": f"{platform.machine()}, {cpu_count} CPUs, Python {platform.python_version()}",
         "started": started.isoformat(timespec="seconds"),
+        "minutes": round((datetime.now(UTC) - started).total_seconds() / 60, 1),
+        # The machine's 1-minute load average at the start and the end: anything running
+        # beside the benchmark shows here.
+        "load": [load_at_start, round(os.getloadavg()[0], 2)],
         "settings": vars(args),
         "figures": {k: f.as_dict() for k, f in bench.results.figures.items()},
     }
