@@ -168,6 +168,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/videos/{video_id}/splats/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Splats Live
+         * @description The first page of one of the caller's videos' splats (`event: splats`), now and
+         *     whenever one was requested, reported on, failed or deleted; `null` once the video is
+         *     deleted.
+         */
+        get: operations["list_splats_live_videos__video_id__splats_live_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/videos/{video_id}/views": {
         parameters: {
             query?: never;
@@ -934,6 +956,64 @@ export interface operations {
             };
             /** @description the job could not be published: repeat with the same key */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_splats_live_videos__video_id__splats_live_get: {
+        parameters: {
+            query?: {
+                numItems?: number;
+            };
+            header?: {
+                /** @description `Bearer <Clerk session token>`; wins over the cookie */
+                authorization?: string | null;
+            };
+            path: {
+                video_id: string;
+            };
+            cookie?: {
+                /** @description Clerk's session cookie: the same token */
+                __session?: string | null;
+            };
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /videos/{video_id}/splats?numItems=N's body (the first page), or null once the video is deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description missing or invalid session token (Bearer header or __session) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no such video, deleted, or not the caller's */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description numItems is not within 1..100 */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description too many open live streams (this user's, or this process's) */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

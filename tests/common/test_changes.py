@@ -110,7 +110,7 @@ def test_videos_touch_a_deleted_users_list_and_each_video_the_api_writes() -> No
     user = new_user_id()
     command = videos.to_command(published(user_event("user.deleted", user, updated_at=3)))
     assert command is not None
-    assert videos.touched([command]) == [Change(user, "videos")]
+    assert videos.touched([command]) == [Change(user, "videos"), Change(user, "splats")]
     assert videos.video_changed(user, "v1") == Change(user, "videos", "v1")
 
 

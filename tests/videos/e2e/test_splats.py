@@ -18,6 +18,7 @@ import jsonschema
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
+from sse_reader import open_stream
 
 from conftest import Backend, service_env
 from siteview_common.events import HEADER_DLQ_REASON, Topics
@@ -28,6 +29,7 @@ from siteview_videos.bootstrap import SPLATS_GROUP
 from support import (
     ExtraWorker,
     KeyPair,
+    eventually,
     eventually_async,
     metric_value,
     partition_count,
@@ -508,6 +510,38 @@ async def test_reports_for_unknown_splats_are_ignored_and_poison_is_dead_lettere
     assert parked.key == splat["id"].encode()
     assert headers[HEADER_DLQ_REASON].startswith("ValidationError")
     assert headers["dlq-group"] == SPLATS_GROUP
+
+
+async def test_a_videos_splats_are_a_live_stream(
+    stack: Any, owner: Caller, other: Caller, pipeline: Pipeline, signing_key: KeyPair
+) -> None:
+    """GET /videos/{id}/splats/live: the first page now, again after the API's own writes and
+    the worker's reports, `null` once the video is deleted."""
+    url = stack.urls["videos-api"]
+    eventually(lambda: metric_value(url, "siteview_live_consumer_ready") == 1, timeout=60)
+    video_id = await owner.video()
+    path = f"/videos/{video_id}/splats/live"
+    assert (await other.request("GET", path)).status_code == 404
+    assert (await owner.client.get(path)).status_code == 401
+    token = signing_key.token(owner.user_id)
+    with open_stream(f"{url}{path}", token=token, params={"numItems": 5}) as stream:
+        first = await asyncio.to_thread(stream.next_value)
+        assert (first.event, first.value["page"]) == ("splats", [])
+        splat = await owner.splat(video_id)
+        requested_value = (await asyncio.to_thread(stream.next_value)).value
+        assert requested_value["page"] == [splat]
+        at = int(time.time() * 1000)
+        await pipeline.report(report(splat["id"], "processing", at, 40), key=splat["id"])
+        reported = (await asyncio.to_thread(stream.next_value)).value
+        rest = await owner.request("GET", f"/videos/{video_id}/splats", params={"numItems": 5})
+        assert reported == rest.json()
+        assert (reported["page"][0]["status"], reported["page"][0]["progress"]) == (
+            "processing",
+            40,
+        )
+        assert (await owner.request("DELETE", f"/videos/{video_id}")).status_code == 204
+        gone = await asyncio.to_thread(stream.next_value)
+        assert gone.data == "null"
 
 
 async def test_a_publish_failure_answers_503_and_the_retry_with_its_key_completes_it(

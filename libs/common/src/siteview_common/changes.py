@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
-Collection = Literal["users", "payment_attempts", "subscriptions", "videos"]
+Collection = Literal["users", "payment_attempts", "subscriptions", "videos", "splats"]
 Service = Literal["users", "payments", "videos"]
 
 #: The service that owns each collection (and so publishes its notices).
@@ -35,6 +35,7 @@ SERVICE_OF: dict[str, Service] = {
     "payment_attempts": "payments",
     "subscriptions": "payments",
     "videos": "videos",
+    "splats": "videos",
 }
 
 

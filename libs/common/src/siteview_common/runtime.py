@@ -111,7 +111,7 @@ class Runtime:
         before the ledger records it and the offsets commit; a publish that fails fails the
         batch like a write would."""
         if changes is not None:
-            apply = _publishing(apply, changes, ChangePublisher(_broker_send(self.broker)))
+            apply = _publishing(apply, changes, self.change_notices())
         processor = BatchProcessor(
             group=group,
             broker=self.broker,
@@ -139,6 +139,11 @@ class Runtime:
             await _record_lag(subscriber, lag)
 
         subscriber(handle)
+
+    def change_notices(self) -> ChangePublisher:
+        """Change notices through the worker's broker, for writes that learn which documents
+        they touched only as they run (`consume`'s `changes` is the way for a batch's)."""
+        return ChangePublisher(_broker_send(self.broker))
 
     async def record_lag(self) -> None:
         """Refresh `siteview_consumer_lag` for every subscriber's assigned partitions."""

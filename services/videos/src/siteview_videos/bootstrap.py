@@ -56,11 +56,12 @@ def worker_setup(settings: VideosSettings) -> Callable[[Runtime], Awaitable[None
     async def setup(runtime: Runtime) -> None:
         await subscribe(runtime)
         splats = worker_splats(runtime)
+        notify = runtime.change_notices().publish
         runtime.consume(
             Topics.SPLAT_STATUS,
             group=SPLATS_GROUP,
             decode=handlers.decode_status,
-            apply=partial(handlers.apply_reports, splats=splats),
+            apply=partial(handlers.apply_reports, splats=splats, notify=notify),
         )
         runtime.every(
             settings.splats_outbox_seconds,
@@ -70,7 +71,10 @@ def worker_setup(settings: VideosSettings) -> Callable[[Runtime], Awaitable[None
         runtime.every(
             settings.splats_sweep_seconds,
             partial(
-                handlers.sweep_timeouts, splats, timeout_seconds=settings.splats_timeout_seconds
+                handlers.sweep_timeouts,
+                splats,
+                timeout_seconds=settings.splats_timeout_seconds,
+                notify=notify,
             ),
             name="splat-timeouts",
         )

@@ -127,14 +127,20 @@ def cascade_cutoff(deleted_at: int, first_applied_at: int | None) -> int:
 
 
 def touched(commands: Sequence[DeleteUserVideos]) -> list[Change]:
-    """A deleted user's cascade changes their list; which videos it removed is not read back
-    (`ids` is empty: any of the user's videos)."""
-    return [Change(c.user_id, "videos") for c in commands]
+    """A deleted user's cascade changes their list, and their splats; which videos or splats
+    it removed is not read back (`ids` is empty: any of the user's)."""
+    return [Change(c.user_id, kind) for c in commands for kind in ("videos", "splats")]
 
 
 def video_changed(user_id: str, video_id: str) -> Change:
     """One of the API's own writes: created, edited, deleted or viewed."""
     return Change(user_id, "videos", video_id)
+
+
+def splat_changed(user_id: str, splat_id: str | None = None) -> Change:
+    """A splat was requested, reported on, failed or deleted (`splat_id` None: some of the
+    user's splats, as when a video's are deleted with it)."""
+    return Change(user_id, "splats", splat_id)
 
 
 # --- Splats ----------------------------------------------------------------------------------

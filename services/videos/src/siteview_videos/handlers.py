@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from siteview_common.changes import Change
 from siteview_common.consumer import Decoded
 from siteview_common.events import Topics
 from siteview_common.pagination import CursorCodec, Page, PageParams
@@ -151,6 +152,9 @@ IGNORED_REPORTS = Counter(
 
 #: Sends one record (topic, value, key); returns once the broker acknowledged it.
 Publish = Callable[[str, bytes, bytes], Awaitable[object]]
+#: Publishes the change notices of a worker's writes (`ChangePublisher.publish`); raises when
+#: the broker does not acknowledge them.
+Notify = Callable[[Iterable[Change]], Awaitable[object]]
 
 
 class JobQueueUnavailableError(Exception):
@@ -331,11 +335,17 @@ def decode_status(value: bytes) -> Decoded[SplatReport]:
 
 
 async def apply_reports(
-    reports: Sequence[SplatReport], *, splats: Splats, now: Clock = domain.now_ms
+    reports: Sequence[SplatReport],
+    *,
+    splats: Splats,
+    notify: Notify | None = None,
+    now: Clock = domain.now_ms,
 ) -> int:
     """Apply a batch of the pipeline's reports: each splat's newest, when it supersedes what
     is stored (one unordered write). Reports for unknown or deleted splats are ignored (and
-    counted). Returns how many reports did not apply (stale, or ignored)."""
+    counted). Then (`notify`) the change notices of every splat reported on, applied or
+    not: a redelivered batch finds its reports stale and still tells the live streams.
+    Returns how many reports did not apply (stale, or ignored)."""
     newest = domain.newest_reports(reports)
     stored = await splats.queries.by_ids([r.splat_id for r in newest])
     known = [r for r in newest if r.splat_id in stored and stored[r.splat_id]["deletedAt"] is None]
@@ -357,14 +367,21 @@ async def apply_reports(
             READY_SECONDS.observe(domain.ready_seconds(stored[report.splat_id], report))
         else:
             FAILED.labels("pipeline").inc()
+    if notify is not None:
+        await notify(domain.splat_changed(stored[r.splat_id]["userId"], r.splat_id) for r in known)
     return len(reports) - applied
 
 
 async def sweep_timeouts(
-    splats: Splats, *, timeout_seconds: float, now: Clock = domain.now_ms
+    splats: Splats,
+    *,
+    timeout_seconds: float,
+    notify: Notify | None = None,
+    now: Clock = domain.now_ms,
 ) -> int:
     """Fail the open splats that have not changed for `timeout_seconds`, each by a conditional
-    update (several sweepers at once fail it once), and cancel their jobs."""
+    update (several sweepers at once fail it once), cancel their jobs and (`notify`) tell
+    the live streams."""
     at = now()
     stalled = await splats.queries.stalled(domain.stalled_since(at, timeout_seconds))
     failed = [s["_id"] for s in stalled if await splats.repo.fail_stalled(s, at, timeout_seconds)]
@@ -373,6 +390,8 @@ async def sweep_timeouts(
         log.info("splats timed out", extra={"splats": len(failed)})
         timed_out = await splats.queries.by_ids(failed)
         await _cancel_soon(list(timed_out.values()), splats, now)
+        if notify is not None:
+            await notify(domain.splat_changed(s["userId"], s["_id"]) for s in timed_out.values())
     return len(failed)
 
 

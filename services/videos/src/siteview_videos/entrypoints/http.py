@@ -7,7 +7,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from siteview_common.deps import ChangeNotices, CurrentUser, Cursors, Pagination
 from siteview_common.pagination import Page
 from siteview_videos import handlers
-from siteview_videos.domain import AccountDeletedError, VideoNotFoundError, video_changed
+from siteview_videos.domain import (
+    AccountDeletedError,
+    VideoNotFoundError,
+    splat_changed,
+    video_changed,
+)
 from siteview_videos.handlers import Splats
 from siteview_videos.queries import VideoQueries
 from siteview_videos.repository import VideoRepository
@@ -121,7 +126,7 @@ async def delete_video(
         await handlers.delete_video(video_id, user.user_id, repo=repo, splats=splats)
     except VideoNotFoundError:
         raise NOT_FOUND from None
-    notices.publish_soon([video_changed(user.user_id, video_id)])
+    notices.publish_soon([video_changed(user.user_id, video_id), splat_changed(user.user_id)])
     return Response(status_code=204)
 
 

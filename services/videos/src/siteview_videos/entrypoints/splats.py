@@ -1,6 +1,6 @@
-"""The splat routes: request a splat of one of the caller's videos, list a video's splats, read
-and delete one. A router of its own (http.py holds the videos' routes), with the producer its
-requests publish their jobs through."""
+"""The splat routes: request a splat of one of the caller's videos, list a video's splats (also
+as a live stream), read and delete one. A router of its own (http.py holds the videos'
+routes), with the producer its requests publish their jobs through."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ from typing import Annotated
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
 
-from siteview_common.deps import CurrentUser, Cursors, Pagination
+from siteview_common.deps import (
+    ChangeNotices,
+    CurrentUser,
+    Cursors,
+    FirstPage,
+    LiveUser,
+    Pagination,
+)
 from siteview_common.kafka import start_producer
+from siteview_common.live import LiveResponse, encode, live_response, live_responses
 from siteview_common.pagination import Page
 from siteview_videos import handlers
 from siteview_videos.domain import (
@@ -22,6 +30,7 @@ from siteview_videos.domain import (
     SplatNotFoundError,
     TooManyOpenSplatsError,
     VideoNotFoundError,
+    splat_changed,
 )
 from siteview_videos.entrypoints.http import NOT_FOUND, UNPARSABLE, Queries, SplatsDep
 from siteview_videos.handlers import IdempotencyKeyInUseError, JobQueueUnavailableError
@@ -126,6 +135,7 @@ async def request_splat(
     splats: SplatsDep,
     videos: Queries,
     limit: OpenLimit,
+    notices: ChangeNotices,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     body: NewSplat | None = None,
@@ -158,6 +168,7 @@ async def request_splat(
     except JobQueueUnavailableError:
         retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
         raise HTTPException(503, "job queue unavailable", retry) from None
+    notices.publish_soon([splat_changed(user.user_id, doc["_id"])])
     response.headers["Location"] = f"/splats/{doc['_id']}"
     return SplatView.from_doc(doc)
 
@@ -197,11 +208,61 @@ async def get_splat(splat_id: str, user: CurrentUser, splats: SplatsDep) -> Spla
 
 
 @router.delete("/splats/{splat_id}", status_code=204, responses=RESPONSES)
-async def delete_splat(splat_id: str, user: CurrentUser, splats: SplatsDep) -> Response:
+async def delete_splat(
+    splat_id: str, user: CurrentUser, splats: SplatsDep, notices: ChangeNotices
+) -> Response:
     """Delete one of the caller's splats (it answers 404 from then on); one not finished is
     cancelled."""
     try:
         await handlers.delete_splat(splat_id, user.user_id, splats=splats)
     except SplatNotFoundError:
         raise SPLAT_NOT_FOUND from None
+    notices.publish_soon([splat_changed(user.user_id, splat_id)])
     return Response(status_code=204)
+
+
+@router.get(
+    "/videos/{video_id}/splats/live",
+    response_class=LiveResponse,
+    responses={
+        **live_responses(
+            "GET /videos/{video_id}/splats?numItems=N's body (the first page), or null once "
+            "the video is deleted",
+            paged=True,
+        ),
+        404: VIDEO_RESPONSES[404],
+    },
+)
+async def list_splats_live(
+    video_id: str,
+    request: Request,
+    user: LiveUser,
+    page: FirstPage,
+    cursors: Cursors,
+    splats: SplatsDep,
+    videos: Queries,
+) -> LiveResponse:
+    """The first page of one of the caller's videos' splats (`event: splats`), now and
+    whenever one was requested, reported on, failed or deleted; `null` once the video is
+    deleted."""
+    if await videos.get(video_id, user.user_id) is None:
+        raise NOT_FOUND
+
+    async def read() -> bytes:
+        try:
+            return encode(
+                await handlers.list_splats(
+                    video_id,
+                    user.user_id,
+                    page,
+                    queries=splats.queries,
+                    videos=videos,
+                    codec=cursors,
+                )
+            )
+        except VideoNotFoundError:
+            return encode(None)
+
+    return await live_response(
+        request, user_id=user.user_id, collection="splats", stream="splats", read=read
+    )
