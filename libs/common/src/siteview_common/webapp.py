@@ -185,12 +185,13 @@ def create_app(
         # Credentials are allowed, for the named origins only (settings refuse `*`): a
         # browser's `EventSource(url, {withCredentials: true})` sends Clerk's `__session`
         # cookie, which only the live routes accept, and `Last-Event-ID` when it reconnects.
+        # `Idempotency-Key` makes a repeated splat request safe (the videos API).
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
         )
     app.add_middleware(ContainErrors)
     # Added last, so it is the outermost of our middleware (only Starlette's error middleware,
