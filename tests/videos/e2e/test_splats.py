@@ -344,6 +344,31 @@ async def test_only_the_owner_reaches_a_splat_and_its_video(
     assert missing.status_code == 404
 
 
+async def test_a_videos_splats_are_paginated_like_the_videos(owner: Caller, other: Caller) -> None:
+    video_id, elsewhere = await owner.video(), await owner.video()
+    made = [await owner.splat(video_id) for _ in range(2)]  # with the next: the open limit
+    await owner.splat(elsewhere)
+    path = f"/videos/{video_id}/splats"
+    seen: list[str] = []
+    params: dict[str, Any] = {"numItems": 1}
+    while True:
+        page = (await owner.request("GET", path, params=params)).json()
+        seen += [s["id"] for s in page["page"]]
+        assert isinstance(page["continueCursor"], str)
+        if page["isDone"]:
+            break
+        params = {"numItems": 1, "cursor": page["continueCursor"]}
+    newest_first = sorted(made, key=lambda s: (s["createdAt"], s["id"]), reverse=True)
+    assert seen == [s["id"] for s in newest_first]
+    cursor = (await owner.request("GET", path, params={"numItems": 1})).json()["continueCursor"]
+    for who, where in ((owner, f"/videos/{elsewhere}/splats"), (owner, "/videos")):
+        foreign = await who.request("GET", where, params={"cursor": cursor})
+        assert (foreign.status_code, foreign.json()) == (400, {"detail": "invalid cursor"})
+    for num_items in (0, 101):
+        refused = await owner.request("GET", path, params={"numItems": num_items})
+        assert refused.status_code == 422
+
+
 async def test_an_idempotency_key_makes_one_splat_and_one_job(
     owner: Caller, other: Caller, pipeline: Pipeline
 ) -> None:
