@@ -92,9 +92,12 @@ def table(run: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for figure in run["figures"].values():
-        unit = figure["unit"]
+        name = f"{figure['name']} ({note})" if (note := figure.get("note")) else figure["name"]
+        if math.isnan(figure["median"]):
+            lines.append(f"| {name} | not measured | | |")
+            continue
         lines.append(
-            f"| {figure['name']} | {figure['median']:,.1f} {unit} | "
+            f"| {name} | {figure['median']:,.1f} {figure['unit']} | "
             f"{figure['min']:,.1f} | {figure['max']:,.1f} |"
         )
     return "\n".join(lines)

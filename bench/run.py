@@ -209,11 +209,15 @@ class Bench:
             samples = self.follow(system, names, n)
             for name in names:
                 system.stop(name)
-            if samples[-1][1] < n:  # what was left must not delay the next phase's probes
+            if partial_note(samples, n):  # what was left must not delay the next phase's probes
                 skip_backlog(back.kafka, USERS_GROUP, Topics.USERS)
             rate = rate_of(samples)
             self.results.add(
-                f"worker{workers}", f"users worker x{workers}: applied", "events/s", rate
+                f"worker{workers}",
+                f"users worker x{workers}: applied",
+                "events/s",
+                rate,
+                note=partial_note(samples, n),
             )
             if workers == 1:
                 for i, segment in enumerate(segment_rates(samples, before, n)):
@@ -239,8 +243,6 @@ class Bench:
                 return samples
             time.sleep(0.05)
         applied = samples[-1][1] if samples else 0
-        if applied <= (samples[0][1] if samples else 0):
-            raise TimeoutError(f"only {applied} of {n} applied")
         print(f"  ({applied:,} of {n:,} applied in the time allowed: the rate is theirs)")
         return samples
 
@@ -448,8 +450,16 @@ def percentile(values: list[float], q: float) -> float:
 def rate_of(samples: list[tuple[float, int]]) -> float:
     """Events per second between the first sample and the last; NaN (shown as not measured)
     when all of them came in one batch."""
+    if len(samples) < 2:
+        return float("nan")
     (t0, a0), (t1, a1) = samples[0], samples[-1]
     return (a1 - a0) / (t1 - t0) if t1 > t0 and a1 > a0 else float("nan")
+
+
+def partial_note(samples: list[tuple[float, int]], n: int) -> str:
+    """What a capped follow applied, when it is not all of it."""
+    applied = samples[-1][1] if samples else 0
+    return "" if applied >= n else f"{applied:,} of {n:,} events applied in the time allowed"
 
 
 def segment_rates(samples: list[tuple[float, int]], before: int, n: int) -> list[float]:
