@@ -44,6 +44,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/payments/me/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My Payments Live
+         * @description The first page of the caller's payment attempts (`event: payments`), now and whenever
+         *     one of them changed: a checkout's attempt turning `paid` shows here.
+         */
+        get: operations["my_payments_live_payments_me_live_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/payments/{paymentId}": {
         parameters: {
             query?: never;
@@ -96,6 +117,27 @@ export interface paths {
          * @description The caller's subscriptions, newest first, with their items (plan, status, period).
          */
         get: operations["my_subscriptions_subscriptions_me_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/subscriptions/me/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My Subscriptions Live
+         * @description The caller's subscriptions with their items (`event: subscriptions`), now and whenever
+         *     one of them changed.
+         */
+        get: operations["my_subscriptions_live_subscriptions_me_live_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -351,6 +393,55 @@ export interface operations {
             };
         };
     };
+    my_payments_live_payments_me_live_get: {
+        parameters: {
+            query?: {
+                numItems?: number;
+            };
+            header?: {
+                /** @description `Bearer <Clerk session token>`; wins over the cookie */
+                authorization?: string | null;
+            };
+            path?: never;
+            cookie?: {
+                /** @description Clerk's session cookie: the same token */
+                __session?: string | null;
+            };
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /payments/me?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description missing or invalid session token (Bearer header or __session) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description numItems is not within 1..100 */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description too many open live streams (this user's, or this process's) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     payment_payments__paymentId__get: {
         parameters: {
             query?: never;
@@ -460,6 +551,55 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    my_subscriptions_live_subscriptions_me_live_get: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `Bearer <Clerk session token>`; wins over the cookie */
+                authorization?: string | null;
+            };
+            path?: never;
+            cookie?: {
+                /** @description Clerk's session cookie: the same token */
+                __session?: string | null;
+            };
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /subscriptions/me's body, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description missing or invalid session token (Bearer header or __session) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description too many open live streams (this user's, or this process's) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -64,6 +64,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/users/me/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Me Live
+         * @description The caller's profile (`event: user`), now and whenever Clerk changed it.
+         */
+        get: operations["me_live_users_me_live_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/users/{externalId}": {
         parameters: {
             query?: never;
@@ -221,6 +241,55 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
+            };
+        };
+    };
+    me_live_users_me_live_get: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `Bearer <Clerk session token>`; wins over the cookie */
+                authorization?: string | null;
+            };
+            path?: never;
+            cookie?: {
+                /** @description Clerk's session cookie: the same token */
+                __session?: string | null;
+            };
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /users/me's body, or null until synced and once deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description missing or invalid session token (Bearer header or __session) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description too many open live streams (this user's, or this process's) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
