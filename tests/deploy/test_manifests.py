@@ -31,6 +31,7 @@ from siteview_devstack.engines import KUSTOMIZE_BIN, REPO, kustomize_is_provisio
 from siteview_payments.bootstrap import GROUP as PAYMENTS_GROUP
 from siteview_users.bootstrap import GROUP as USERS_GROUP
 from siteview_videos.bootstrap import GROUP as VIDEOS_GROUP
+from siteview_videos.bootstrap import SPLATS_GROUP
 
 Doc = dict[str, Any]
 
@@ -41,10 +42,11 @@ KEDA_SCHEMA = json.loads((Path(__file__).parent / "keda_scaledobject.schema.json
 K8S_VERSION = "1.37.0"
 UNSET_ANNOTATION = "siteview/unset-settings"
 #: What each worker consumes: (consumer group, topic), as its bootstrap subscribes.
+#: Each worker's subscriptions (consumer group, topic): it scales on every one's lag.
 CONSUMERS = {
-    "users": (USERS_GROUP, Topics.USERS),
-    "payments": (PAYMENTS_GROUP, Topics.BILLING),
-    "videos": (VIDEOS_GROUP, Topics.USERS),
+    "users": [(USERS_GROUP, Topics.USERS)],
+    "payments": [(PAYMENTS_GROUP, Topics.BILLING)],
+    "videos": [(VIDEOS_GROUP, Topics.USERS), (SPLATS_GROUP, Topics.SPLAT_STATUS)],
 }
 #: Who may reach each process type (NetworkPolicy peers: namespaces, by name).
 ALLOWED_FROM = {"gateway": "ingress-nginx", "api": "ingress-nginx", "worker": "monitoring"}
@@ -278,19 +280,19 @@ def test_workers_scale_on_their_own_lag(docs: list[Doc]) -> None:
     deployments_by_name = of_kind(docs, "Deployment")
     scaled = of_kind(docs, "ScaledObject")
     assert set(scaled) == {f"{service}-worker" for service in CONSUMERS}
-    for service, (group, topic) in CONSUMERS.items():
+    for service, subscriptions in CONSUMERS.items():
         spec = scaled[f"{service}-worker"]["spec"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "kafka"
-        assert (trigger["metadata"]["consumerGroup"], trigger["metadata"]["topic"]) == (
-            group,
-            topic,
+        triggers = spec["triggers"]
+        assert {t["type"] for t in triggers} == {"kafka"}
+        assert [(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in triggers] == (
+            subscriptions
         )
         (container,) = deployments_by_name[f"{service}-worker"]["spec"]["template"]["spec"][
             "containers"
         ]
         seen, _ = environment(docs, container)
-        assert trigger["metadata"]["bootstrapServers"] == seen["KAFKA_BOOTSTRAP_SERVERS"]
+        for trigger in triggers:
+            assert trigger["metadata"]["bootstrapServers"] == seen["KAFKA_BOOTSTRAP_SERVERS"]
         partitions = int(seen["KAFKA_TOPIC_PARTITIONS"])
         assert partitions == 12
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
