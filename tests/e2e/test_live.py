@@ -298,7 +298,7 @@ def test_every_api_documents_its_live_routes(live: Stack) -> None:
     routes = {
         "users-api": ["/users/me/live"],
         "payments-api": ["/payments/me/live", "/subscriptions/me/live"],
-        "videos-api": ["/videos/live"],
+        "videos-api": ["/videos/live", "/videos/{video_id}/splats/live"],
     }
     for api, paths in routes.items():
         spec = httpx.get(f"{live.urls[api]}/openapi.json", timeout=10).json()

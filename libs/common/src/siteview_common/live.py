@@ -41,7 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from siteview_common.changes import ChangeNotice
 from siteview_common.events import Topics
-from siteview_common.kafka import create_topics
+from siteview_common.kafka import create_topics, start_producer
 from siteview_common.settings import KafkaSettings, LiveSettings
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class LiveKafka:
             consumer: AIOKafkaConsumer | None = None
             try:
                 if self._produce and self._producer is None:
-                    self._producer = await self._connect_producer()
+                    self._producer = await start_producer(self._settings, client_id=self._client_id)
                 consumer = await self._subscribe()
                 CONSUMER_READY.set(1)
                 log.info("live notices: consuming", extra={"topic": Topics.CHANGES})
@@ -335,21 +335,6 @@ class LiveKafka:
                         await consumer.stop()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-
-    async def _connect_producer(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_servers,
-            client_id=self._client_id,
-            acks="all",
-            linger_ms=0,
-            enable_idempotence=self._settings.idempotent_producer,
-        )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
 
     async def _subscribe(self) -> AIOKafkaConsumer:
         """A consumer of every partition of the notices topic (created if missing), each
