@@ -478,12 +478,17 @@ def skip_backlog(kafka: str, group: str, topic: str) -> None:
     so the events a capped phase left behind are not applied in the next one."""
 
     async def skip() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka)
+        await producer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))
+            ]
+        finally:
+            await producer.stop()
         consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=group)
         await consumer.start()
         try:
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(await consumer_partitions(consumer, topic))
-            ]
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             await consumer.commit({tp: await consumer.position(tp) for tp in partitions})
@@ -491,11 +496,6 @@ def skip_backlog(kafka: str, group: str, topic: str) -> None:
             await consumer.stop()
 
     asyncio.run(skip())
-
-
-async def consumer_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer.topics()  # fetches the cluster's metadata
-    return consumer.partitions_for_topic(topic) or set()
 
 
 def create_topic(kafka: str, topic: str) -> None:
