@@ -170,6 +170,8 @@ class Bench:
         worker processes in one group, and how its rate holds as the collection grows."""
         n = self.args.events
         print(f"== workers: {n} user.created events, pre-published", flush=True)
+        # What the earlier phases sent and no worker applied is not this phase's work.
+        skip_backlog(back.kafka, USERS_GROUP, Topics.USERS)
         users = [f"user_{uuid.uuid4().hex[:20]}" for _ in range(n)]
         events = asyncio.run(self.produce(back.kafka, users))
         for _ in range(self.args.repeats):
@@ -563,8 +565,6 @@ def main() -> None:
                 create_topic(back.kafka, "bench.ceiling.v1")
                 system.start("users-api", "siteview_users", "api")
                 system.start("videos-api", "siteview_videos", "api")
-                if "workers" in phases:
-                    bench.workers_phase(system, back)
                 if "e2e" in phases:
                     bench.e2e_phase(system, key)
                 if "backlog" in phases and "e2e" in phases:
@@ -577,6 +577,10 @@ def main() -> None:
                     bench.api_phase(system, key)
                 if "gateway" in phases:
                     bench.gateway_phase(system, back)
+                # Last: after two workers of one group stopped, Tansu's group coordinator does
+                # not complete the next member's join, and nothing after this phase needs one.
+                if "workers" in phases:
+                    bench.workers_phase(system, back)
             finally:
                 system.close()
     cpu_count = len(set(cpus.sut) | set(cpus.load))
