@@ -21,6 +21,7 @@ def test_a_production_api_refuses_the_stand_in_and_runs_on_mongodb(
     env.update(
         APP_ENV="production",
         MONGODB_URL=backend.mongo,
+        KAFKA_BOOTSTRAP_SERVERS=backend.kafka,  # its live queries' notices
         CLERK_JWT_KEY=signing_key.public_pem,
         CLERK_ISSUER=TEST_ISSUER,
         PORT=str(free_port()),
