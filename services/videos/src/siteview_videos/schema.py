@@ -28,20 +28,15 @@ VIDEOS = "videos"
 DELETED_USERS = "deleted_users"
 SPLATS = "splats"
 
+SORT_FIELD = "createdAt"
+NEWEST_FIRST = [(SORT_FIELD, DESCENDING), ("_id", DESCENDING)]
+
 #: The list (newest first) and the deletion cascade: userId and deletedAt by equality, then
 #: createdAt (sorted, or a range) with `_id` as the tie-break of the keyset order.
 LIVE_BY_USER_INDEX = "userId_deletedAt_createdAt_id"
-LIVE_BY_USER_KEYS = [
-    ("userId", ASCENDING),
-    ("deletedAt", ASCENDING),
-    ("createdAt", DESCENDING),
-    ("_id", DESCENDING),
-]
+LIVE_BY_USER_KEYS = [("userId", ASCENDING), ("deletedAt", ASCENDING), *NEWEST_FIRST]
 #: MongoDB's own `_id` index serves single-video reads and writes and tombstone lookups.
 ID_INDEX = "_id_"
-
-SORT_FIELD = "createdAt"
-NEWEST_FIRST = [(SORT_FIELD, DESCENDING), ("_id", DESCENDING)]
 
 
 def live_videos_of(user_id: str) -> dict[str, Any]:
@@ -64,12 +59,7 @@ def tombstone(user_id: str) -> dict[str, Any]:
 
 #: A video's splats, newest first (`videoId` is one user's; `userId` is checked besides).
 SPLATS_BY_VIDEO_INDEX = "videoId_deletedAt_createdAt_id"
-SPLATS_BY_VIDEO_KEYS = [
-    ("videoId", ASCENDING),
-    ("deletedAt", ASCENDING),
-    ("createdAt", DESCENDING),
-    ("_id", DESCENDING),
-]
+SPLATS_BY_VIDEO_KEYS = [("videoId", ASCENDING), ("deletedAt", ASCENDING), *NEWEST_FIRST]
 #: A user's open splats (the request limit) and the user-deletion cascade.
 SPLATS_BY_USER_INDEX = "userId_deletedAt_status"
 SPLATS_BY_USER_KEYS = [("userId", ASCENDING), ("deletedAt", ASCENDING), ("status", ASCENDING)]
