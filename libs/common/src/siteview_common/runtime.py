@@ -246,8 +246,10 @@ def worker_app(
             await ensure_topics(settings, [*all_topics(), *runtime.topics])
             await runtime.ledger.create_indexes()
             await broker.start()
-            tasks.append(asyncio.create_task(_refresh_lag(runtime)))
-            tasks += [asyncio.create_task(p.run(), name=p.name) for p in runtime.periodic]
+            refresh_lag = Periodic("consumer-lag", LAG_INTERVAL_SECONDS, runtime.record_lag)
+            tasks += [
+                asyncio.create_task(p.run(), name=p.name) for p in (refresh_lag, *runtime.periodic)
+            ]
             state.update(mongo=mongo, broker=broker)
             log.info("worker started", extra={"database": settings.mongodb_database})
             yield
@@ -278,12 +280,6 @@ def worker_app(
         lifespan=lifespan,
         checks={"database": mongo_ready, "broker": broker_ready},
     )
-
-
-async def _refresh_lag(runtime: Runtime) -> None:
-    while True:
-        await asyncio.sleep(LAG_INTERVAL_SECONDS)
-        await runtime.record_lag()
 
 
 def api_app(
