@@ -22,7 +22,6 @@ from siteview_videos.schema import (
     live_splat,
     live_splats_of_video,
     live_video,
-    splats_deleted_with_user,
     superseded_by,
     tombstone,
     unchanged_since_seen,
@@ -164,7 +163,7 @@ class SplatRepository:
             return 0
         cutoffs = await cascade_cutoffs(self._deleted_users, [c.user_id for c in commands])
         scopes = [
-            (splats_deleted_with_user(c.user_id, cutoffs[c.user_id]), c.deleted_at)
+            (deleted_with_user(c.user_id, cutoffs[c.user_id]), c.deleted_at)
             for c in commands
             if c.user_id in cutoffs
         ]

@@ -49,7 +49,7 @@ def live_video(video_id: str, user_id: str) -> dict[str, Any]:
 
 
 def deleted_with_user(user_id: str, cutoff: int) -> dict[str, Any]:
-    """The live videos a user's deletion removes: those created up to `cutoff`."""
+    """The live videos (or splats) a user's deletion removes: those created up to `cutoff`."""
     return {"userId": user_id, "deletedAt": None, "createdAt": {"$lte": cutoff}}
 
 
@@ -94,11 +94,6 @@ def unfinished(scope: dict[str, Any]) -> dict[str, Any]:
 
 def finished(scope: dict[str, Any]) -> dict[str, Any]:
     return {**scope, "status": {"$in": list(FINAL_STATUSES)}}
-
-
-def splats_deleted_with_user(user_id: str, cutoff: int) -> dict[str, Any]:
-    """The live splats a user's deletion removes: those requested up to `cutoff`."""
-    return {"userId": user_id, "deletedAt": None, "createdAt": {"$lte": cutoff}}
 
 
 def superseded_by(report: SplatReport) -> dict[str, Any]:
