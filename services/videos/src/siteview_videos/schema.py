@@ -82,14 +82,14 @@ def live_splats_of_video(video_id: str, user_id: str) -> dict[str, Any]:
     return {"videoId": video_id, "userId": user_id, "deletedAt": None}
 
 
+def unfinished(scope: dict[str, Any]) -> dict[str, Any]:
+    """The splats of `scope` that are queued or processing (deleting one owes a cancel)."""
+    return {**scope, "status": {"$in": list(OPEN_STATUSES)}}
+
+
 def open_splats_of(user_id: str) -> dict[str, Any]:
     """The user's live splats that are queued or processing."""
-    return {"userId": user_id, "deletedAt": None, "status": {"$in": list(OPEN_STATUSES)}}
-
-
-def unfinished(scope: dict[str, Any]) -> dict[str, Any]:
-    """The splats of `scope` (live ones) that are not finished: deleting one owes a cancel."""
-    return {**scope, "status": {"$in": list(OPEN_STATUSES)}}
+    return unfinished({"userId": user_id, "deletedAt": None})
 
 
 def finished(scope: dict[str, Any]) -> dict[str, Any]:
@@ -107,28 +107,18 @@ def superseded_by(report: SplatReport) -> dict[str, Any]:
                 {"statusAt": report.at, "progress": {"$lt": report.progress}},
             ]
         }
-    return {
-        "_id": report.splat_id,
-        "deletedAt": None,
-        "status": {"$in": list(OPEN_STATUSES)},
-        **newer,
-    }
+    return unfinished({"_id": report.splat_id, "deletedAt": None, **newer})
 
 
 def stalled(since: int) -> dict[str, Any]:
     """Live, open splats unchanged since `since` (ms)."""
-    return {"status": {"$in": list(OPEN_STATUSES)}, "deletedAt": None, "updatedAt": {"$lte": since}}
+    return unfinished({"deletedAt": None, "updatedAt": {"$lte": since}})
 
 
 def unchanged_since_seen(splat: dict[str, Any]) -> dict[str, Any]:
     """`splat` as it was read: still open, live, with the same `updatedAt` (a conditional
     update on it applies once, however many sweepers race for it)."""
-    return {
-        "_id": splat["_id"],
-        "status": {"$in": list(OPEN_STATUSES)},
-        "deletedAt": None,
-        "updatedAt": splat["updatedAt"],
-    }
+    return unfinished({"_id": splat["_id"], "deletedAt": None, "updatedAt": splat["updatedAt"]})
 
 
 def jobs_unpublished(before: int) -> dict[str, Any]:
