@@ -134,17 +134,21 @@ class SplatView(StoredView):
     updated_at: int = Field(alias="updatedAt")
 
 
-class SplatStatusMessage(BaseModel):
+class _TopicMessage(BaseModel):
+    """A message on a splat topic: exactly its fields, of exactly their types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class SplatStatusMessage(_TopicMessage):
     """A status report of the GPU pipeline on `siteview.splat-status.v1`, keyed by the splat
     id. `ready` carries a result and no error, `failed` an error and no result, `processing`
     neither; `at` is the pipeline's clock (ms since the epoch): reports apply in its order."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        populate_by_name=True,
-        title="SplatStatus",
-    )
+    model_config = ConfigDict(title="SplatStatus")
 
     splat_id: str = Field(alias="splatId", pattern=SPLAT_ID_PATTERN)
     status: ReportedStatus
@@ -173,24 +177,17 @@ class SplatStatusMessage(BaseModel):
             at=self.at,
         )
 
-    def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
 
-
-def _about(splat: dict[str, Any]) -> dict[str, Any]:
-    """The ids every job message carries, from the stored splat."""
-    return {"splatId": splat["_id"], "videoId": splat["videoId"], "userId": splat["userId"]}
-
-
-class _JobMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
-
+class _JobMessage(_TopicMessage):
     splat_id: str = Field(alias="splatId", pattern=SPLAT_ID_PATTERN)
     video_id: str = Field(alias="videoId", min_length=1)
     user_id: str = Field(alias="userId", min_length=1)
 
-    def to_json(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+    @classmethod
+    def _about(cls, splat: dict[str, Any], **fields: Any) -> Self:
+        """The message of `fields` about the stored `splat` (the ids every job carries)."""
+        ids = {"splatId": splat["_id"], "videoId": splat["videoId"], "userId": splat["userId"]}
+        return cls.model_validate({**ids, **fields})
 
 
 class SplatRequested(_JobMessage):
@@ -206,14 +203,12 @@ class SplatRequested(_JobMessage):
 
     @classmethod
     def of(cls, splat: dict[str, Any]) -> SplatRequested:
-        return cls.model_validate(
-            {
-                **_about(splat),
-                "type": "splat.requested",
-                "videoUrl": splat["videoUrl"],
-                "quality": splat["quality"],
-                "requestedAt": splat["createdAt"],
-            }
+        return cls._about(
+            splat,
+            type="splat.requested",
+            videoUrl=splat["videoUrl"],
+            quality=splat["quality"],
+            requestedAt=splat["createdAt"],
         )
 
 
@@ -228,13 +223,8 @@ class SplatCancelled(_JobMessage):
 
     @classmethod
     def of(cls, splat: dict[str, Any]) -> SplatCancelled:
-        return cls.model_validate(
-            {
-                **_about(splat),
-                "type": "splat.cancelled",
-                "reason": splat["cancelReason"],
-                "at": splat["cancelledAt"],
-            }
+        return cls._about(
+            splat, type="splat.cancelled", reason=splat["cancelReason"], at=splat["cancelledAt"]
         )
 
 
