@@ -33,6 +33,7 @@ from siteview_videos.domain import (
     splat_changed,
 )
 from siteview_videos.entrypoints.http import NOT_FOUND, UNPARSABLE, Queries, SplatsDep
+from siteview_videos.entrypoints.http import RESPONSES as VIDEO_RESPONSES
 from siteview_videos.handlers import IdempotencyKeyInUseError, JobQueueUnavailableError
 from siteview_videos.settings import VideosSettings
 from siteview_videos.views import IDEMPOTENCY_KEY_PATTERN, NewSplat, SplatView
@@ -87,12 +88,8 @@ router = APIRouter(tags=["splats"], lifespan=lifespan)
 
 SPLAT_NOT_FOUND = HTTPException(404, "splat not found")
 RESPONSES: dict[int | str, dict[str, str]] = {
-    401: {"description": "missing or invalid session token"},
+    **VIDEO_RESPONSES,
     404: {"description": "no such splat, deleted, or not the caller's"},
-}
-VIDEO_RESPONSES: dict[int | str, dict[str, str]] = {
-    401: RESPONSES[401],
-    404: {"description": "no such video, deleted, or not the caller's"},
 }
 
 
