@@ -163,14 +163,13 @@ def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
 
 
 class BatchProcessor(Generic[C]):
-    """Applies one consumer group's batches. `parse` turns a published event into the service's
-    command (None: not this service's business); it is pure, so whatever it raises (pydantic's
+    """Applies one consumer group's batches. `decode` turns a record into the service's
+    command (None: not this service's business; for the gateway's records, `clerk_decoder`
+    of the service's `parse`); it is pure, so whatever it raises (pydantic's
     `ValidationError`, `PoisonMessageError`, or a bug meeting unexpected input) would happen
-    again on every redelivery: that message is dead-lettered. A topic whose records are not
-    the gateway's `PublishedEvent` gives `decode` instead of `parse` (see `Decode`). `apply`
-    writes a batch of commands; when it raises, the whole batch is redelivered (`handle`), and
-    when it keeps raising the same non-transient way, the culprits are found and
-    dead-lettered."""
+    again on every redelivery: that message is dead-lettered. `apply` writes a batch of
+    commands; when it raises, the whole batch is redelivered (`handle`), and when it keeps
+    raising the same non-transient way, the culprits are found and dead-lettered."""
 
     def __init__(
         self,
@@ -178,15 +177,14 @@ class BatchProcessor(Generic[C]):
         group: str,
         broker: KafkaBroker,
         ledger: EventLedger,
-        parse: Parse[C] | None = None,
+        decode: Decode[C],
         apply: Apply[C],
         policy: RedeliveryPolicy | None = None,
-        decode: Decode[C] | None = None,
     ) -> None:
         self._group = group
         self._broker = broker
         self._ledger = ledger
-        self._decode = _decoder(parse, decode)
+        self._decode = decode
         self._apply = apply
         self._policy = policy or RedeliveryPolicy()
         self._failures: dict[tuple[str, int], _PartitionFailures] = {}
@@ -342,15 +340,6 @@ class BatchProcessor(Generic[C]):
         )
         self._count(record.topic, "dead_lettered")
         DEAD_LETTERS.labels(self._group, record.topic, stage, type(exc).__name__).inc()
-
-
-def _decoder(parse: Parse[C] | None, decode: Decode[C] | None) -> Decode[C]:
-    """Exactly one of the two: the gateway's records with `parse`, or a `decode` of its own."""
-    if decode is not None and parse is None:
-        return decode
-    if parse is not None and decode is None:
-        return clerk_decoder(parse)
-    raise TypeError("give either parse or decode")
 
 
 class LagRecorder:

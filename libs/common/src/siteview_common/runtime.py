@@ -34,6 +34,7 @@ from siteview_common.consumer import (
     LagRecorder,
     Parse,
     RedeliveryPolicy,
+    clerk_decoder,
 )
 from siteview_common.events import Topics
 from siteview_common.kafka import CONSUMER_OPTIONS, all_topics, ensure_topics, make_broker
@@ -116,10 +117,9 @@ class Runtime:
             group=group,
             broker=self.broker,
             ledger=self.ledger,
-            parse=parse,
+            decode=_decoder(parse, decode),
             apply=apply,
             policy=RedeliveryPolicy.from_settings(self.settings),
-            decode=decode,
         )
         self.topics += [topic, Topics.dlq(topic)]
         subscriber = self.broker.subscriber(
@@ -169,6 +169,15 @@ class Periodic:
                 await self.job()
             except Exception:
                 log.exception("periodic job failed; it runs again", extra={"job": self.name})
+
+
+def _decoder(parse: Parse[C] | None, decode: Decode[C] | None) -> Decode[C]:
+    """Exactly one of the two: the gateway's records with `parse`, or a `decode` of its own."""
+    if parse is not None and decode is None:
+        return clerk_decoder(parse)
+    if decode is not None and parse is None:
+        return decode
+    raise TypeError("give either parse or decode")
 
 
 def _publishing(apply: Apply[C], changes: Changes[C], publisher: ChangePublisher) -> Apply[C]:

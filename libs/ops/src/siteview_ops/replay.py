@@ -33,7 +33,7 @@ from rich.progress import (
 )
 
 from siteview_common.changes import Changes
-from siteview_common.consumer import Apply, BatchProcessor, Decode, Parse
+from siteview_common.consumer import Apply, BatchProcessor, Decode, Parse, clerk_decoder
 from siteview_common.mongo import check_server, make_mongo_client
 from siteview_common.runtime import Runtime, WorkerSettings
 from siteview_common.settings import load_settings
@@ -153,7 +153,7 @@ async def replay_into(
             group=group,
             broker=cast(KafkaBroker, poison),
             ledger=runtime.ledger,
-            parse=sub.parse,
+            decode=clerk_decoder(sub.parse),
             apply=sub.apply,
         )
         return await _consume(settings.kafka_servers, sub.topic, group, processor, poison)
