@@ -123,7 +123,8 @@ def export(clients: Path = CLIENTS) -> None:
     generate(clients, clients / "ts")
 
 
-def _differs(expected: str, committed: Path) -> bool:
+def differs(expected: str, committed: Path) -> bool:
+    """Whether the committed file is missing or holds other than `expected`."""
     return not committed.is_file() or committed.read_text() != expected
 
 
@@ -132,7 +133,7 @@ def stale_documents(clients: Path = CLIENTS) -> list[Path]:
     return [
         clients / "openapi" / f"{s}.json"
         for s in APPS
-        if _differs(document(s), clients / "openapi" / f"{s}.json")
+        if differs(document(s), clients / "openapi" / f"{s}.json")
     ]
 
 
@@ -141,7 +142,7 @@ def differing(generated: Path, committed: Path) -> list[Path]:
     return [
         committed / f"{s}.ts"
         for s in APPS
-        if _differs((generated / f"{s}.ts").read_text(), committed / f"{s}.ts")
+        if differs((generated / f"{s}.ts").read_text(), committed / f"{s}.ts")
     ]
 
 

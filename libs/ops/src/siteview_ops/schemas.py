@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from siteview_ops.console import fail, out
+from siteview_ops.openapi import differs
 from siteview_videos.views import message_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[4] / "docs" / "schemas"
@@ -17,24 +18,22 @@ REGENERATE = "`.venv/bin/siteview schemas export` regenerates them"
 app = typer.Typer(help="The splat topics' JSON Schemas under docs/schemas/.", no_args_is_help=True)
 
 
+def _files(folder: Path) -> dict[Path, str]:
+    """Each schema file `export` writes into `folder`, with its text."""
+    return {folder / name: text for name, text in message_schemas().items()}
+
+
 def stale_schemas(folder: Path = SCHEMAS) -> list[Path]:
     """The committed files that differ from what `export` writes (or are missing)."""
-    stale = []
-    for name, text in message_schemas().items():
-        path = folder / name
-        if not path.is_file() or path.read_text() != text:
-            stale.append(path)
-    return stale
+    return [path for path, text in _files(folder).items() if differs(text, path)]
 
 
 def export(folder: Path = SCHEMAS) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in message_schemas().items():
-        path = folder / name
+    files = _files(folder)
+    for path, text in files.items():
         path.write_text(text)
-        written.append(path)
-    return written
+    return list(files)
 
 
 @app.command("export")
