@@ -8,7 +8,6 @@ worker applies it with, keyed by the splat id, acknowledged by the broker (acks=
 
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from siteview_common.events import Topics
 from siteview_common.kafka import start_producer
 from siteview_common.settings import KafkaSettings, load_settings
 from siteview_ops.console import fail, out, run
+from siteview_videos.domain import now_ms
 from siteview_videos.views import SplatError, SplatResult, SplatStatusMessage
 
 app = typer.Typer(
@@ -37,16 +37,17 @@ def status_message(
     splat_id: str,
     status: Status,
     *,
-    progress: int | None = None,
-    url: str | None = None,
-    format_: str = "ply",
-    size_bytes: int = 48_000_000,
-    gaussians: int = 1_000_000,
-    error_code: str = "reconstruction_failed",
-    error_message: str = "the pipeline could not reconstruct this video",
-    at: int | None = None,
+    progress: int | None,
+    url: str | None,
+    format_: str,
+    size_bytes: int,
+    gaussians: int,
+    error_code: str,
+    error_message: str,
+    at: int | None,
 ) -> SplatStatusMessage:
-    """The report the pipeline would send (`ValidationError` when it would be refused)."""
+    """The report the pipeline would send (`ValidationError` when it would be refused); the
+    defaults are the `splat-status` command's."""
     result = error = None
     if status is Status.ready:
         result = SplatResult(
@@ -65,7 +66,7 @@ def status_message(
         progress=progress,
         result=result,
         error=error,
-        at=at if at is not None else int(time.time() * 1000),
+        at=at if at is not None else now_ms(),
     )
 
 
