@@ -76,6 +76,26 @@ class ServiceSettings(WorkerSettings, ClerkAuthSettings, LiveSettings):
     """A consuming service's settings, shared by its api and worker processes."""
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One `Runtime.consume`, as its caller gave it: exactly one of `parse` (the gateway's
+    records) and `decode` (records of another shape)."""
+
+    topic: str
+    group: str
+    apply: Apply[Any]
+    parse: Parse[Any] | None = None
+    decode: Decode[Any] | None = None
+    changes: Changes[Any] | None = None
+
+    def decoder(self) -> Decode[Any]:
+        if self.parse is not None and self.decode is None:
+            return clerk_decoder(self.parse)
+        if self.decode is not None and self.parse is None:
+            return self.decode
+        raise TypeError("give either parse or decode")
+
+
 class Runtime:
     """What a worker's setup gets: the database and a way to subscribe."""
 
@@ -111,25 +131,31 @@ class Runtime:
         culprits are isolated, each part of it) applied, its change notices are published,
         before the ledger records it and the offsets commit; a publish that fails fails the
         batch like a write would."""
-        if changes is not None:
-            apply = _publishing(apply, changes, self.change_notices())
+        sub = Subscription(topic, group, apply, parse=parse, decode=decode, changes=changes)
+        self.subscribe(sub)
+
+    def subscribe(self, sub: Subscription) -> None:
+        """`consume`'s subscriber on the worker's broker (a replay records `sub` instead)."""
+        apply = sub.apply
+        if sub.changes is not None:
+            apply = _publishing(apply, sub.changes, self.change_notices())
         processor = BatchProcessor(
-            group=group,
+            group=sub.group,
             broker=self.broker,
             ledger=self.ledger,
-            decode=_decoder(parse, decode),
+            decode=sub.decoder(),
             apply=apply,
             policy=RedeliveryPolicy.from_settings(self.settings),
         )
-        self.topics += [topic, Topics.dlq(topic)]
+        self.topics += [sub.topic, Topics.dlq(sub.topic)]
         subscriber = self.broker.subscriber(
-            topic,
-            group_id=group,
+            sub.topic,
+            group_id=sub.group,
             batch=True,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             **CONSUMER_OPTIONS,
         )
-        lag = LagRecorder(group)
+        lag = LagRecorder(sub.group)
         self.lag.append((subscriber, lag))
 
         async def handle(message: KafkaMessage) -> None:
@@ -169,15 +195,6 @@ class Periodic:
                 await self.job()
             except Exception:
                 log.exception("periodic job failed; it runs again", extra={"job": self.name})
-
-
-def _decoder(parse: Parse[C] | None, decode: Decode[C] | None) -> Decode[C]:
-    """Exactly one of the two: the gateway's records with `parse`, or a `decode` of its own."""
-    if parse is not None and decode is None:
-        return clerk_decoder(parse)
-    if decode is not None and parse is None:
-        return decode
-    raise TypeError("give either parse or decode")
 
 
 def _publishing(apply: Apply[C], changes: Changes[C], publisher: ChangePublisher) -> Apply[C]:

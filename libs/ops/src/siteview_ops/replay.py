@@ -32,10 +32,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from siteview_common.changes import Changes
-from siteview_common.consumer import Apply, BatchProcessor, Decode, Parse, clerk_decoder
+from siteview_common.consumer import BatchProcessor
 from siteview_common.mongo import check_server, make_mongo_client
-from siteview_common.runtime import Runtime, WorkerSettings
+from siteview_common.runtime import Runtime, Subscription, WorkerSettings
 from siteview_common.settings import load_settings
 from siteview_ops.console import OpsError, Service, err, out, run
 from siteview_ops.dlq import assign_whole_topic
@@ -75,14 +74,6 @@ def composition(service: Service) -> Composition:
     )
 
 
-@dataclass(slots=True)
-class Subscription:
-    topic: str
-    group: str
-    parse: Parse[Any]
-    apply: Apply[Any]
-
-
 class ReplayRuntime(Runtime):
     """The service's worker setup runs against this: it records the subscription instead of
     starting a consumer, so the replay drives the same parse and apply itself."""
@@ -91,22 +82,13 @@ class ReplayRuntime(Runtime):
         super().__init__(settings, mongo, cast(KafkaBroker, None))
         self.subscriptions: list[Subscription] = []
 
-    def consume(
-        self,
-        topic: str,
-        *,
-        group: str,
-        parse: Parse[Any] | None = None,
-        apply: Apply[Any],
-        changes: Changes[Any] | None = None,
-        decode: Decode[Any] | None = None,
-    ) -> None:
-        """Records the subscription. `changes` is left out: a replay writes a fresh database
-        that no API serves, so no live stream is told about it. Only the gateway's topics
-        (`parse`) are replayed."""
-        if parse is None or decode is not None:
-            raise OpsError(f"{topic} does not carry the gateway's events: it is not replayed")
-        self.subscriptions.append(Subscription(topic, group, parse, apply))
+    def subscribe(self, sub: Subscription) -> None:
+        """Records the subscription. Its `changes` are left out: a replay writes a fresh
+        database that no API serves, so no live stream is told about it. Only the gateway's
+        topics (`parse`) are replayed."""
+        if sub.parse is None or sub.decode is not None:
+            raise OpsError(f"{sub.topic} does not carry the gateway's events: it is not replayed")
+        self.subscriptions.append(sub)
 
 
 class PoisonCounter:
@@ -153,7 +135,7 @@ async def replay_into(
             group=group,
             broker=cast(KafkaBroker, poison),
             ledger=runtime.ledger,
-            decode=clerk_decoder(sub.parse),
+            decode=sub.decoder(),
             apply=sub.apply,
         )
         return await _consume(settings.kafka_servers, sub.topic, group, processor, poison)
