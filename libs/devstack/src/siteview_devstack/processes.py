@@ -147,6 +147,10 @@ class RunningProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.spec.port}"
 
+    def tail(self, lines: int = 20) -> str:
+        """The last `lines` lines it printed, to say why it failed."""
+        return "\n".join(self.lines[-lines:])
+
 
 # --- Children that die with their parent ---------------------------------------------------
 
@@ -263,13 +267,12 @@ class Supervisor:
                 if proc is None or self._closed:
                     raise RuntimeError(f"{name} was stopped before it was ready")
                 if proc.popen.poll() is not None:
-                    tail = "\n".join(proc.lines[-20:])
-                    raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{tail}")
+                    code = proc.popen.returncode
+                    raise RuntimeError(f"{name} exited with {code}:\n{proc.tail()}")
                 if proc.spec.is_ready():
                     break
                 if time.monotonic() > deadline:
-                    tail = "\n".join(proc.lines[-20:])
-                    raise TimeoutError(f"{name} not ready after {timeout}s:\n{tail}")
+                    raise TimeoutError(f"{name} not ready after {timeout}s:\n{proc.tail()}")
                 time.sleep(0.1)
 
     def tend(self) -> list[RunningProcess]:
