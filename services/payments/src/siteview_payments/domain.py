@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from siteview_common.changes import Change
+from siteview_common.changes import Change, Collection
 from siteview_common.consumer import PoisonMessageError
 from siteview_common.events import PublishedEvent
 from siteview_payments.clerk import Payer, PaymentAttempt, Subscription, SubscriptionItem
@@ -207,19 +207,22 @@ def merge_items(
     return merged
 
 
+#: The view each kind of record (`record_key`) shows in: an item's state shows inside its
+#: subscription.
+VIEW_OF: dict[str, Collection] = {
+    "attempt": "payment_attempts",
+    "subscription": "subscriptions",
+    "item": "subscriptions",
+}
+
+
 def touched(commands: Sequence[BillingCommand]) -> list[Change]:
     """What a batch changes in the views of each paying user: their attempts and their
-    subscriptions (an item's state shows inside its subscription). Records of organizations,
-    and items whose payer is unknown, are in no user's view."""
+    subscriptions. Records of organizations, and items whose payer is unknown, are in no
+    user's view."""
     changes: list[Change] = []
     for command in commands:
-        user_id = command.fields.get("userId")
-        if not user_id:
-            continue
-        if isinstance(command, UpsertAttempt):
-            changes.append(Change(user_id, "payment_attempts", command.attempt_id))
-        elif isinstance(command, UpsertSubscription):
-            changes.append(Change(user_id, "subscriptions", command.subscription_id))
-        else:
-            changes.append(Change(user_id, "subscriptions", command.item_id))
+        if user_id := command.fields.get("userId"):
+            kind, record_id = record_key(command)
+            changes.append(Change(user_id, VIEW_OF[kind], record_id))
     return changes
