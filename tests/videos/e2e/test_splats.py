@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 from sse_reader import open_stream
+from videos.e2e.callers import Caller
 
 from conftest import Backend, service_env
 from siteview_common.events import HEADER_DLQ_REASON, Topics
@@ -63,60 +64,12 @@ RESULT = {
 }
 
 
-class Caller:
-    """One signed-in user of the videos API (or nobody, when `user_id` is None)."""
-
-    def __init__(self, client: httpx.AsyncClient, key: KeyPair, user_id: str | None) -> None:
-        self.client = client
-        self.user_id = user_id or ""
-        self.headers = {"Authorization": f"Bearer {key.token(user_id)}"} if user_id else {}
-
-    async def request(
-        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> httpx.Response:
-        return await self.client.request(
-            method, path, headers={**self.headers, **(headers or {})}, **kwargs
-        )
-
-    async def video(self) -> str:
-        response = await self.request(
-            "POST", "/videos", json={"title": "Site walk", "url": "https://example.com/walk"}
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    async def splat(self, video_id: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self.request("POST", f"/videos/{video_id}/splats", **kwargs)
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def read(self, splat_id: str) -> dict[str, Any]:
-        response = await self.request("GET", f"/splats/{splat_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def new_user_id() -> str:
-    return f"user_{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def owner(client: httpx.AsyncClient, signing_key: KeyPair) -> Caller:
-    return Caller(client, signing_key, new_user_id())
-
-
-@pytest.fixture
-def other(client: httpx.AsyncClient, signing_key: KeyPair) -> Caller:
-    return Caller(client, signing_key, new_user_id())
-
-
 class Pipeline:
     """The GPU pipeline's side of the topics: reads job messages, publishes status reports."""
 
-    def __init__(self, kafka: str, producer: AIOKafkaProducer, stack: Any) -> None:
-        self.kafka = kafka
+    def __init__(self, backend: Backend, producer: AIOKafkaProducer, stack: Any) -> None:
+        self.kafka = backend.kafka
+        self.mongo = backend.mongo
         self.producer = producer
         self.stack = stack
 
@@ -154,10 +107,8 @@ class Pipeline:
                 f"splat-status:{each['splatId']}:{each['status']}:{each['at']}:{each['progress']}"
             )
             await asyncio.to_thread(
-                wait_in_ledger, self.stack_mongo, self.stack.databases["videos"], dedupe
+                wait_in_ledger, self.mongo, self.stack.databases["videos"], dedupe
             )
-
-    stack_mongo = ""
 
 
 async def read_partition(
@@ -193,9 +144,7 @@ async def pipeline(stack: Any, backend: Backend) -> AsyncIterator[Pipeline]:
     producer = AIOKafkaProducer(bootstrap_servers=backend.kafka, acks="all", linger_ms=0)
     await producer.start()
     try:
-        each = Pipeline(backend.kafka, producer, stack)
-        each.stack_mongo = backend.mongo
-        yield each
+        yield Pipeline(backend, producer, stack)
     finally:
         await producer.stop()
 

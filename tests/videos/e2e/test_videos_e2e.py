@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from videos.e2e.callers import Caller
 
 from conftest import Backend
 from siteview_common.events import Topics
@@ -18,7 +19,6 @@ from support import (
     eventually_async,
     key_on_partition_of,
     new_svix_id,
-    new_user_id,
     partition_count,
     user_event,
     wait_in_ledger,
@@ -27,44 +27,6 @@ from support import (
 pytestmark = pytest.mark.e2e
 
 VIDEO_FIELDS = {"id", "userId", "title", "url", "views", "createdAt", "updatedAt"}
-
-
-class Caller:
-    """One signed-in user of the API (or nobody, when `user_id` is None)."""
-
-    def __init__(self, client: httpx.AsyncClient, key: KeyPair, user_id: str | None) -> None:
-        self.client = client
-        self.user_id = user_id
-        token = key.token(user_id) if user_id else None
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, path, headers=self.headers, **kwargs)
-
-    async def create(self, title: str = "A video", url: str = "https://example.com/v") -> Any:
-        response = await self.request("POST", "/videos", json={"title": title, "url": url})
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    async def page(self, **params: Any) -> Any:
-        response = await self.request("GET", "/videos", params=params)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-
-@pytest.fixture
-def owner(client: httpx.AsyncClient, signing_key: KeyPair) -> Caller:
-    return Caller(client, signing_key, new_user_id())
-
-
-@pytest.fixture
-def other(client: httpx.AsyncClient, signing_key: KeyPair) -> Caller:
-    return Caller(client, signing_key, new_user_id())
-
-
-@pytest.fixture
-def nobody(client: httpx.AsyncClient, signing_key: KeyPair) -> Caller:
-    return Caller(client, signing_key, None)
 
 
 async def test_create_read_edit_and_delete(owner: Caller) -> None:
