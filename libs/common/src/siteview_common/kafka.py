@@ -26,29 +26,31 @@ CONSUMER_OPTIONS: dict[str, Any] = {
 }
 
 
+def producer_options(settings: KafkaSettings) -> dict[str, Any]:
+    """How every producer of the system publishes: acks=all, no lingering, idempotent where
+    configured."""
+    return {"acks": "all", "linger_ms": 0, "enable_idempotence": settings.idempotent_producer}
+
+
 def make_broker(settings: KafkaSettings, *, client_id: str, **options: Any) -> KafkaBroker:
-    """A FastStream broker that produces with acks=all and no lingering. Build it inside the
-    running event loop (a composition root), never at import time."""
+    """A FastStream broker whose producer publishes as `producer_options` says. Build it
+    inside the running event loop (a composition root), never at import time."""
     return KafkaBroker(
         settings.kafka_servers,
         client_id=client_id,
-        acks="all",
-        linger_ms=0,
-        enable_idempotence=settings.idempotent_producer,
         logger=logging.getLogger(client_id),
+        **producer_options(settings),
         **options,
     )
 
 
 async def start_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
-    """A started aiokafka producer that publishes as `make_broker`'s does: acks=all, no
-    lingering, idempotent where configured. One that cannot start is closed, and raises."""
+    """A started aiokafka producer that publishes as `make_broker`'s does (`producer_options`).
+    One that cannot start is closed, and raises."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_servers,
         client_id=client_id,
-        acks="all",
-        linger_ms=0,
-        enable_idempotence=settings.idempotent_producer,
+        **producer_options(settings),
     )
     try:
         await producer.start()
