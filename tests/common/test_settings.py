@@ -172,6 +172,7 @@ def api_start_output(**settings: str) -> tuple[list[dict[str, object]], str]:
         "MONGODB_URL": f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200",
         "CLERK_JWT_KEY": "pem",
         "CLERK_ISSUER": TEST_ISSUER,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # required, never reached: MongoDB is first
         **settings,
     }
     result = run_module(["siteview_users", "api"], env)

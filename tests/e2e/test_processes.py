@@ -73,6 +73,7 @@ def test_an_unreachable_database_stops_the_process_with_one_line(signing_key: Ke
         MONGODB_URL=f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500",
         CLERK_JWT_KEY=signing_key.public_pem,
         CLERK_ISSUER=TEST_ISSUER,
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",  # required, never reached: MongoDB is first
         PORT=str(free_port()),
     )
     result = run_module(["siteview_users", "api"], env)

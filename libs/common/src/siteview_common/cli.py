@@ -26,10 +26,10 @@ WORKER_REQUIRED = ("mongo_url", "kafka_servers")
 
 def api_required(settings_class: type[WorkerSettings]) -> tuple[str, ...]:
     """What an API must have at start: an API that pages (its settings carry a cursor secret)
-    needs that secret too."""
-    if issubclass(settings_class, PaginationSettings):
-        return (*API_REQUIRED, "cursor_signing_secret")
-    return API_REQUIRED
+    needs that secret too, and every API needs Kafka (its live queries' notices)."""
+    paging = ("cursor_signing_secret",) if issubclass(settings_class, PaginationSettings) else ()
+    # Last: the live queries' change notices come from Kafka.
+    return (*API_REQUIRED, *paging, "kafka_servers")
 
 
 def run_service(

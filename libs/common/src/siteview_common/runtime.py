@@ -46,10 +46,8 @@ from siteview_common.settings import (
     DeliverySettings,
     KafkaSettings,
     LiveSettings,
-    MissingSettingError,
     MongoSettings,
     PaginationSettings,
-    exit_with,
 )
 from siteview_common.webapp import create_app
 
@@ -334,10 +332,6 @@ def api_app(
         if isinstance(settings, PaginationSettings)
         else None
     )
-    try:
-        settings.kafka_servers  # noqa: B018 - required: read now, so its absence stops the start
-    except MissingSettingError as exc:
-        exit_with(str(exc))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
