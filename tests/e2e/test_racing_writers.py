@@ -85,7 +85,10 @@ class Writers:
 
         async def writer(index: int, user_id: str) -> None:
             for version in range(1 + index, versions + 1, 2):
-                self.stale[index] += await self.repos[index].apply([command(user_id, version)])
+                # Awaited first: `stale[index] += await ...` would read the count before the
+                # await, and a writer's concurrent coroutines would overwrite each other's.
+                stale = await self.repos[index].apply([command(user_id, version)])
+                self.stale[index] += stale
 
         before = retries("users")
         for start in range(0, len(user_ids), at_a_time):
