@@ -9,7 +9,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Cookie, Depends, Header, HTTPException, Query, Request
+from fastapi import Cookie, Depends, Header, HTTPException, Request
 
 from siteview_common.auth import (
     SESSION_COOKIE,
@@ -22,8 +22,8 @@ from siteview_common.auth import (
 from siteview_common.changes import BackgroundNotices
 from siteview_common.pagination import (
     DEFAULT_NUM_ITEMS,
-    MAX_NUM_ITEMS,
     CursorCodec,
+    NumItems,
     PageParams,
     page_params,
 )
@@ -88,7 +88,7 @@ async def cursor_codec(request: Request) -> CursorCodec:
 
 
 async def first_page(
-    num_items: Annotated[int, Query(alias="numItems", ge=1, le=MAX_NUM_ITEMS)] = DEFAULT_NUM_ITEMS,
+    num_items: NumItems = DEFAULT_NUM_ITEMS,
 ) -> PageParams:
     """A live list is its first page: `numItems` as on the REST route (422 outside 1..100),
     no cursor."""

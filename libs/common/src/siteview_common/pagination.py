@@ -93,8 +93,12 @@ class PageParams:
     cursor: str | None
 
 
+#: The `numItems` query parameter of every list route, REST and live (422 outside 1..100).
+NumItems = Annotated[int, Query(alias="numItems", ge=1, le=MAX_NUM_ITEMS)]
+
+
 def page_params(
-    num_items: Annotated[int, Query(alias="numItems", ge=1, le=MAX_NUM_ITEMS)] = DEFAULT_NUM_ITEMS,
+    num_items: NumItems = DEFAULT_NUM_ITEMS,
     cursor: Annotated[str | None, Query(description="continueCursor of the previous page")] = None,
 ) -> PageParams:
     """FastAPI dependency for the two pagination query parameters: `numItems` out of range
