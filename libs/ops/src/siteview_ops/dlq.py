@@ -445,16 +445,11 @@ def redrive(
                 target = entry.source_topic(source)
                 out.print(f"would redrive {entry.ref} ({entry.event_id}) to {target}")
             return 0, len(selected), skipped
-        from siteview_common.kafka import create_topics  # faststream: only when publishing
+        # faststream: only when publishing
+        from siteview_common.kafka import create_topics, start_producer
 
         await create_topics(settings, [log_topic])
-        producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
-            client_id="siteview-ops-redrive",
-            acks="all",
-            enable_idempotence=settings.idempotent_producer,
-        )
-        await producer.start()
+        producer = await start_producer(settings, client_id="siteview-ops-redrive")
         done = 0
         try:
             with progress() as bar:
