@@ -410,13 +410,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /payments/me?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            /** @description An event stream: `retry: 2000`, then `event: payments`, `id: <digest>`, `data: <JSON>` with GET /payments/me?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        data?: string;
+                        /** @enum {string} */
+                        event?: "payments";
+                        /** @description a digest of the data */
+                        id?: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description missing or invalid session token (Bearer header or __session) */
@@ -569,13 +576,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /subscriptions/me's body, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            /** @description An event stream: `retry: 2000`, then `event: subscriptions`, `id: <digest>`, `data: <JSON>` with GET /subscriptions/me's body, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        data?: string;
+                        /** @enum {string} */
+                        event?: "subscriptions";
+                        /** @description a digest of the data */
+                        id?: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description missing or invalid session token (Bearer header or __session) */

@@ -259,13 +259,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /users/me's body, or null until synced and once deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            /** @description An event stream: `retry: 2000`, then `event: user`, `id: <digest>`, `data: <JSON>` with GET /users/me's body, or null until synced and once deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        data?: string;
+                        /** @enum {string} */
+                        event?: "user";
+                        /** @description a digest of the data */
+                        id?: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description missing or invalid session token (Bearer header or __session) */

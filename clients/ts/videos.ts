@@ -637,13 +637,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /videos?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            /** @description An event stream: `retry: 2000`, then `event: videos`, `id: <digest>`, `data: <JSON>` with GET /videos?numItems=N's body (the first page), now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        data?: string;
+                        /** @enum {string} */
+                        event?: "videos";
+                        /** @description a digest of the data */
+                        id?: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description missing or invalid session token (Bearer header or __session) */
@@ -982,13 +989,20 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An event stream: `retry: 2000`, then `event: <name>`, `id: <digest>`, `data: <JSON>` with GET /videos/{video_id}/splats?numItems=N's body (the first page), or null once the video is deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
+            /** @description An event stream: `retry: 2000`, then `event: splats`, `id: <digest>`, `data: <JSON>` with GET /videos/{video_id}/splats?numItems=N's body (the first page), or null once the video is deleted, now and whenever it changed; heartbeat comments in between. Send the last id received as `Last-Event-ID` when reconnecting to skip a value you have. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        data?: string;
+                        /** @enum {string} */
+                        event?: "splats";
+                        /** @description a digest of the data */
+                        id?: string;
+                        retry?: number;
+                    };
                 };
             };
             /** @description missing or invalid session token (Bearer header or __session) */

@@ -241,18 +241,35 @@ async def live_response(
     return LiveResponse(_values(lease, read, first, last_id), hub=hub, lease=lease)
 
 
-def live_responses(what: str, *, paged: bool = False) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of a live route whose values are `what` (`paged`: a list's
-    first page, `numItems` as on the REST route)."""
+def event_schema(stream: str) -> dict[str, Any]:
+    """The JSON schema of one event of `stream`, which is what an OpenAPI 3.1 document's
+    `text/event-stream` schema describes (each event, not the whole stream): its fields, the
+    data being JSON text."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "enum": [stream]},
+            "id": {"type": "string", "description": "a digest of the data"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def live_responses(
+    what: str, *, stream: str, paged: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a live route whose events are `stream`'s, carrying `what`
+    (`paged`: a list's first page, `numItems` as on the REST route)."""
     responses: dict[int | str, dict[str, Any]] = {
         200: {
             "description": (
-                f"An event stream: `retry: {RETRY_MS}`, then `event: <name>`, `id: <digest>`, "
+                f"An event stream: `retry: {RETRY_MS}`, then `event: {stream}`, `id: <digest>`, "
                 f"`data: <JSON>` with {what}, now and whenever it changed; heartbeat comments "
                 "in between. Send the last id received as `Last-Event-ID` when reconnecting "
                 "to skip a value you have."
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": event_schema(stream)}},
         },
         401: {"description": "missing or invalid session token (Bearer header or __session)"},
         429: {"description": "too many open live streams (this user's, or this process's)"},

@@ -17,7 +17,9 @@ subscriptions_router = APIRouter(prefix="/subscriptions", tags=["subscriptions"]
 @payments_router.get(
     "/me/live",
     response_class=LiveResponse,
-    responses=live_responses("GET /payments/me?numItems=N's body (the first page)", paged=True),
+    responses=live_responses(
+        "GET /payments/me?numItems=N's body (the first page)", stream="payments", paged=True
+    ),
 )
 async def my_payments_live(
     request: Request, user: LiveUser, page: FirstPage, codec: Cursors, repo: Payments
@@ -36,7 +38,7 @@ async def my_payments_live(
 @subscriptions_router.get(
     "/me/live",
     response_class=LiveResponse,
-    responses=live_responses("GET /subscriptions/me's body"),
+    responses=live_responses("GET /subscriptions/me's body", stream="subscriptions"),
 )
 async def my_subscriptions_live(request: Request, user: LiveUser, repo: Payments) -> LiveResponse:
     """The caller's subscriptions with their items (`event: subscriptions`), now and whenever

@@ -16,7 +16,9 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.get(
     "/me/live",
     response_class=LiveResponse,
-    responses=live_responses("GET /users/me's body, or null until synced and once deleted"),
+    responses=live_responses(
+        "GET /users/me's body, or null until synced and once deleted", stream="user"
+    ),
 )
 async def me_live(request: Request, user: LiveUser, repo: Users) -> LiveResponse:
     """The caller's profile (`event: user`), now and whenever Clerk changed it."""

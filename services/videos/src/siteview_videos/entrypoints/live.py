@@ -16,7 +16,9 @@ router = APIRouter(prefix="/videos", tags=["videos"])
 @router.get(
     "/live",
     response_class=LiveResponse,
-    responses=live_responses("GET /videos?numItems=N's body (the first page)", paged=True),
+    responses=live_responses(
+        "GET /videos?numItems=N's body (the first page)", stream="videos", paged=True
+    ),
 )
 async def list_videos_live(
     request: Request, user: LiveUser, page: FirstPage, cursors: Cursors, queries: Queries

@@ -225,6 +225,7 @@ async def delete_splat(
         **live_responses(
             "GET /videos/{video_id}/splats?numItems=N's body (the first page), or null once "
             "the video is deleted",
+            stream="splats",
             paged=True,
         ),
         404: VIDEO_RESPONSES[404],
