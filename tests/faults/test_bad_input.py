@@ -231,6 +231,9 @@ def test_every_service_answers_generated_requests_without_5xx_and_as_documented(
     for name in services:
         url = stack.urls[name]
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+        # A live route's stream never ends: read its first event (the current value, checked
+        # against the documented event schema) instead of waiting out the request timeout.
+        schema.config.max_stream_events = 1
         operations = [result.ok() for result in schema.get_all_operations()]
         per_service.append(f"{services[name]}: {len(operations)} operations")
         for operation in operations:
