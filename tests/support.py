@@ -311,11 +311,15 @@ def deliver_all(gateway: Gateway, deliveries: Sequence[Delivery], threads: int =
 
 class SteadyLoad:
     """Rounds of `UserVersions` delivered one after the other from a thread until `stop()`,
-    which returns after the round in flight was delivered in full."""
+    which returns after the round in flight was delivered in full. With `rounds_per_second`,
+    a round starts no sooner than that pace allows (else as soon as the last one was acked)."""
 
-    def __init__(self, gateway: Gateway, flow: UserVersions) -> None:
+    def __init__(
+        self, gateway: Gateway, flow: UserVersions, *, rounds_per_second: float | None = None
+    ) -> None:
         self.gateway = gateway
         self.flow = flow
+        self.interval = 1 / rounds_per_second if rounds_per_second else 0.0
         self.rounds = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
@@ -324,8 +328,10 @@ class SteadyLoad:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
+                started = time.monotonic()
                 deliver_all(self.gateway, self.flow.next_round())
                 self.rounds += 1
+                self._stopping.wait(max(0.0, started + self.interval - time.monotonic()))
         except BaseException as exc:
             self._error = exc
 
