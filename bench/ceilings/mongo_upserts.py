@@ -1,5 +1,6 @@
 """Ceiling 4: raw PyMongo bulk upserts of the documents the users worker writes, built by its
-own write rule, into the same database engine, in batches as the worker writes them.
+own write rule, into the same database engine, in batches as the worker writes them (a
+batch in commands of at most `updates_per_command` statements, as `bulk_upsert_guarded` sends it).
 
 `python bench/ceilings/mongo_upserts.py MONGODB_URL DATABASE FILE BATCH` (FILE: one published
 envelope per line, as the worker consumes them); prints `{"documents": n, "seconds": s}`."""
@@ -14,6 +15,7 @@ from pathlib import Path
 from pymongo import MongoClient
 
 from siteview_common.events import PublishedEvent
+from siteview_common.writes import updates_per_command
 from siteview_users.domain import to_command
 from siteview_users.repository import write_for
 
@@ -24,11 +26,13 @@ def main(url: str, database: str, file: str, batch: int) -> None:
         command = to_command(PublishedEvent.model_validate_json(json.loads(line)["value"]))
         if command is not None:
             writes.append(write_for(command))
-    collection = MongoClient(url)[database]["users"]
+    client: MongoClient[dict[str, object]] = MongoClient(url)
+    collection = client[database]["users"]
     collection.create_index("externalId", unique=True, name="externalId")
+    step = min(batch, updates_per_command(client.admin.command("buildInfo")))
     started = time.perf_counter()
-    for start in range(0, len(writes), batch):
-        collection.bulk_write(writes[start : start + batch], ordered=False)
+    for start in range(0, len(writes), step):
+        collection.bulk_write(writes[start : start + step], ordered=False)
     print(json.dumps({"documents": len(writes), "seconds": time.perf_counter() - started}))
 
 

@@ -14,7 +14,14 @@ from pymongo.errors import BulkWriteError, WriteConcernError
 from pymongo.write_concern import WriteConcern
 
 from siteview_common.failures import is_transient
-from siteview_common.writes import DUPLICATE_KEY, bulk_upsert_guarded, duplicate_key_indexes
+from siteview_common.writes import (
+    DUPLICATE_KEY,
+    FERRETDB_UPDATES_PER_COMMAND,
+    MAX_STATEMENTS_PER_COMMAND,
+    bulk_upsert_guarded,
+    duplicate_key_indexes,
+    updates_per_command,
+)
 
 
 def dup(index: int) -> dict[str, Any]:
@@ -53,6 +60,18 @@ def test_every_statement_refused_without_n() -> None:
 )
 def test_a_reply_that_does_not_account_for_every_statement(reply: dict[str, Any]) -> None:
     assert duplicate_key_indexes(reply, 3) is None
+
+
+@pytest.mark.parametrize(
+    ("build_info", "limit"),
+    [
+        ({"version": "7.0.14", "ok": 1.0}, MAX_STATEMENTS_PER_COMMAND),  # MongoDB
+        ({"version": "7.0.77", "ferretdbVersion": "v1.24.2"}, FERRETDB_UPDATES_PER_COMMAND),
+        ({"version": "7.0.42", "ferretdbVersion": "unknown"}, FERRETDB_UPDATES_PER_COMMAND),
+    ],
+)
+def test_updates_per_command_by_server(build_info: dict[str, Any], limit: int) -> None:
+    assert updates_per_command(build_info) == limit
 
 
 def test_any_other_write_error_raises_even_beside_duplicates() -> None:

@@ -26,7 +26,12 @@ from pymongo.errors import BulkWriteError, OperationFailure, WriteConcernError
 
 from siteview_common.ledger import APPLIED_AT_INDEX, LEDGER_TTL_SECONDS, EventLedger
 from siteview_common.pagination import CursorCodec, PageParams, paginate
-from siteview_common.writes import DUPLICATE_KEY, NOT_IMPLEMENTED, bulk_upsert_guarded
+from siteview_common.writes import (
+    DUPLICATE_KEY,
+    NOT_IMPLEMENTED,
+    bulk_upsert_guarded,
+    bulk_write_unordered,
+)
 from siteview_devstack.broker import free_port
 from siteview_devstack.engines import FerretDBServer, is_provisioned
 from siteview_devstack.mongo.server import StandInThread, start_in_thread
@@ -195,6 +200,32 @@ async def test_stale_writes_are_retried_once_and_counted(
 
     assert _retries(records.name) == before + 1
     assert await records.find_one({"_id": "r1"}) == {"_id": "r1", "status": "paid", "version": 5}
+
+
+async def test_a_workers_batch_of_updates_applies_in_one_call(db: AsyncDatabase[Any]) -> None:
+    """500 guarded upserts that each update a stored document, as a worker's batch can be.
+    FerretDB 1.x holds a pooled connection for each matched update until its command ends,
+    from a pool of 100: sent as one command, this batch waits forever."""
+    users = db["users"]
+    await users.create_index([("externalId", ASCENDING)], unique=True, name="externalId")
+    assert await bulk_upsert_guarded(users, [_user_write(f"u{i}", 1, "v1") for i in range(50)]) == 0
+    batch = [_user_write(f"u{i % 50}", 2 + i // 50, f"v{2 + i // 50}") for i in range(500)]
+
+    assert await asyncio.wait_for(bulk_upsert_guarded(users, batch), timeout=120) == 0
+
+    names = {d["externalId"]: d["name"] async for d in users.find({}, {"_id": 0})}
+    assert names == {f"u{i}": "v11" for i in range(50)}
+
+
+async def test_a_bulk_write_of_many_matched_updates_applies(db: AsyncDatabase[Any]) -> None:
+    """The same on `bulk_write_unordered` (the videos service's status reports and cascades)."""
+    splats = db["splats"]
+    await splats.insert_many([{"_id": f"s{i}", "status": "queued"} for i in range(300)])
+    reports = [UpdateOne({"_id": f"s{i}"}, {"$set": {"status": "ready"}}) for i in range(300)]
+
+    assert await asyncio.wait_for(bulk_write_unordered(splats, reports), timeout=120) == 300
+
+    assert await splats.count_documents({"status": "ready"}) == 300
 
 
 async def test_payment_attempt_guards_with_or_and_min(db: AsyncDatabase[Any]) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import bson
 from prometheus_client import Counter
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError, WriteConcernError
 
@@ -29,6 +30,16 @@ DUPLICATE_KEY_RETRIES = Counter(
 #: (100,000) and 16 MiB command limit, so a worker's batch (at most 500 events) is one command.
 MAX_STATEMENTS_PER_COMMAND = 1000
 MAX_COMMAND_BYTES = 8 * 1024 * 1024
+
+#: Update statements per command on FerretDB. FerretDB 1.x holds a pooled SQL connection for each
+#: update statement that matched a document until the whole command ends, from a pool of 100,
+#: so a command (or commands running at once) with more matched statements than that waits
+#: for a connection that never comes, until the client gives up. 25 leaves room for four
+#: such commands at once (a worker's subscriptions, a second worker) and for the APIs' reads.
+FERRETDB_UPDATES_PER_COMMAND = 25
+
+#: What each client's server allows, learnt from its `buildInfo` on the first write.
+_update_limits: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
 
 class UnaccountedWriteError(PyMongoError):
@@ -95,15 +106,35 @@ async def _write_command(
     """One unordered write command, its raw reply (command errors raise)."""
     body: dict[str, Any] = {command: collection.name, field: list(items), "ordered": False}
     concern = collection.write_concern
-    if not concern.acknowledged:
-        raise ValueError("guarded writes need an acknowledged write concern (w >= 1)")
     if not concern.is_server_default:
         body["writeConcern"] = concern.document
     reply: Mapping[str, Any] = await collection.database.command(body)
     return reply
 
 
-def _chunks(items: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[Mapping[str, Any]]]]:
+def updates_per_command(build_info: Mapping[str, Any]) -> int:
+    """How many update statements one command may carry on the server whose `buildInfo`
+    reply this is: fewer on any FerretDB (see FERRETDB_UPDATES_PER_COMMAND; a FerretDB built
+    as a library reports its version as "unknown", so the version cannot tell 1.x apart)."""
+    if "ferretdbVersion" in build_info:
+        return FERRETDB_UPDATES_PER_COMMAND
+    return MAX_STATEMENTS_PER_COMMAND
+
+
+async def _statements_per_command(collection: AsyncCollection[Any], command: str) -> int:
+    if command != "update":
+        return MAX_STATEMENTS_PER_COMMAND
+    client = collection.database.client
+    limit = _update_limits.get(client)
+    if limit is None:
+        limit = updates_per_command(await client.admin.command("buildInfo"))
+        _update_limits[client] = limit
+    return limit
+
+
+def _chunks(
+    items: Sequence[Mapping[str, Any]], max_statements: int = MAX_STATEMENTS_PER_COMMAND
+) -> list[tuple[int, list[Mapping[str, Any]]]]:
     """`items` cut into runs that fit one command, each with the index it starts at."""
     chunks: list[tuple[int, list[Mapping[str, Any]]]] = []
     size = 0
@@ -111,7 +142,7 @@ def _chunks(items: Sequence[Mapping[str, Any]]) -> list[tuple[int, list[Mapping[
         item_size = len(bson.encode(item))
         if (
             not chunks
-            or len(chunks[-1][1]) >= MAX_STATEMENTS_PER_COMMAND
+            or len(chunks[-1][1]) >= max_statements
             or size + item_size > MAX_COMMAND_BYTES
         ):
             chunks.append((index, []))
@@ -125,7 +156,8 @@ async def write_unordered(
     collection: AsyncCollection[Any], command: str, field: str, items: Sequence[Mapping[str, Any]]
 ) -> list[int]:
     """Run inserts (`insert`, `documents`) or upserts (`update`, `updates`) unordered, one
-    command per `_chunks` run; return the indexes of those refused with a duplicate key.
+    command per `_chunks` run (of at most `updates_per_command` upserts); return the indexes
+    of those refused with a duplicate key.
 
     When a reply does not account for every statement, that run's statements are run again
     one by one, which tells each one's fate (an insert or guarded upsert that had applied
@@ -133,8 +165,11 @@ async def write_unordered(
     as `duplicate_key_indexes` does, and `UnaccountedWriteError` when even a single statement
     gets no account.
     """
+    if not collection.write_concern.acknowledged:
+        raise ValueError("guarded writes need an acknowledged write concern (w >= 1)")
     refused: list[int] = []
-    for start, chunk in _chunks(items):
+    limit = await _statements_per_command(collection, command)
+    for start, chunk in _chunks(items, limit):
         found = duplicate_key_indexes(
             await _write_command(collection, command, field, chunk), len(chunk)
         )
@@ -164,6 +199,20 @@ async def insert_unordered(
     """Insert `documents` unordered; the indexes of those whose `_id` (or another unique key)
     already existed. Any other failure raises."""
     return await write_unordered(collection, "insert", "documents", documents)
+
+
+async def bulk_write_unordered(
+    collection: AsyncCollection[Any], requests: Sequence[UpdateOne | UpdateMany]
+) -> int:
+    """`requests` as unordered bulk writes of at most `updates_per_command` statements each;
+    how many documents they modified. Any write error raises (`BulkWriteError`), and the
+    runs after it are not sent: the caller's batch fails and is redelivered whole."""
+    limit = await _statements_per_command(collection, "update")
+    modified = 0
+    for start in range(0, len(requests), limit):
+        result = await collection.bulk_write(list(requests[start : start + limit]), ordered=False)
+        modified += result.modified_count
+    return modified
 
 
 class _Statements:

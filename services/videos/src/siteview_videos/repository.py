@@ -11,6 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from siteview_common.writes import bulk_write_unordered
 from siteview_videos import domain
 from siteview_videos.domain import DeleteUserVideos, SplatReport, cascade_cutoff
 from siteview_videos.schema import (
@@ -71,7 +72,8 @@ class VideoRepository:
         returns how many videos it deleted."""
         if not commands:
             return 0
-        await self._deleted_users.bulk_write(
+        await bulk_write_unordered(
+            self._deleted_users,
             [
                 UpdateOne(
                     tombstone(c.user_id),
@@ -80,10 +82,10 @@ class VideoRepository:
                 )
                 for c in commands
             ],
-            ordered=False,
         )
         cutoffs = await cascade_cutoffs(self._deleted_users, [c.user_id for c in commands])
-        result = await self._videos.bulk_write(
+        return await bulk_write_unordered(
+            self._videos,
             [
                 UpdateMany(
                     deleted_with_user(c.user_id, cutoffs[c.user_id]),
@@ -91,9 +93,7 @@ class VideoRepository:
                 )
                 for c in commands
             ],
-            ordered=False,
         )
-        return result.modified_count
 
 
 async def cascade_cutoffs(
@@ -181,18 +181,16 @@ class SplatRepository:
                 UpdateMany(unfinished(scope), {"$set": {"deletedAt": deleted_at, **cancel}})
             )
             writes.append(UpdateMany(finished(scope), {"$set": {"deletedAt": deleted_at}}))
-        result = await self._splats.bulk_write(writes, ordered=False)
-        return result.modified_count
+        return await bulk_write_unordered(self._splats, writes)
 
     async def apply_reports(self, reports: Sequence[SplatReport], now: int) -> int:
         """Apply each report whose splat it supersedes (one unordered write); how many did."""
         if not reports:
             return 0
-        result = await self._splats.bulk_write(
+        return await bulk_write_unordered(
+            self._splats,
             [UpdateOne(superseded_by(r), {"$set": domain.reported(r, now)}) for r in reports],
-            ordered=False,
         )
-        return result.modified_count
 
     async def fail_stalled(self, splat: dict[str, Any], now: int, timeout_seconds: float) -> bool:
         """Fail `splat` for a timeout if it is still as it was read: True for the one sweeper
