@@ -252,6 +252,11 @@ class System:
     def stop(self, name: str) -> None:
         self.supervisor.stop(name, timeout=30)
 
+    def tail(self, name: str, lines: int = 15) -> str:
+        """What a running process printed last (its warnings and errors, at the bench's
+        log level)."""
+        return self.supervisor.running[name].tail(lines)
+
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 

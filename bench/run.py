@@ -28,9 +28,11 @@ import platform
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -210,9 +212,11 @@ class Bench:
             for name in names:
                 system.start(name, "siteview_users", "worker", ready=False)
             samples = self.follow(system, names, n)
-            for name in names:
-                system.stop(name)
             note = partial_note(samples, n)
+            for name in names:
+                if note:  # why it applied less is in its log
+                    print(f"  {name}, last lines:\n{textwrap.indent(system.tail(name), '    ')}")
+                system.stop(name)
             if note:  # what this run left unapplied is not the next run's work
                 skip_backlog(back.kafka, USERS_GROUP, Topics.USERS)
             self.results.add(
@@ -232,17 +236,24 @@ class Bench:
                     )
 
     def follow(self, system: System, workers: list[str], n: int) -> list[tuple[float, int]]:
-        """(time, consumed) samples, from the first event the workers consumed to the n-th,
-        read from their own /metrics (counting in the database would load what it measures)."""
+        """(time, applied) samples, from the moment the workers started applying their first
+        batch to the n-th event, read from their own /metrics (counting in the database would
+        load what it measures). The first sample comes when a batch is done; the origin put
+        before it is that batch's start (its own duration, `siteview_batch_seconds_sum`), so
+        the first batch counts too (with few batches, leaving it out skews the rate)."""
         samples: list[tuple[float, int]] = []
-        # A cap, not a pace: on FerretDB a worker applies a few events a second, fewer as its
-        # collection grows; a rate over a few minutes is measured well enough.
-        deadline = time.monotonic() + FOLLOW_SECONDS + n / 10
+        # A cap, not a pace: on FerretDB a worker applies a few dozen events a second, fewer
+        # as its collection grows; a rate over a few minutes is measured well enough.
+        deadline = time.monotonic() + FOLLOW_SECONDS + n / 5
         while time.monotonic() < deadline:
-            consumed = sum(consumed_by(system.url(name)) for name in workers)
-            if consumed > 0:
-                samples.append((time.perf_counter(), consumed))
-            if consumed >= n:
+            progress = [progress_of(system.url(name)) for name in workers]
+            applied = sum(p.events for p in progress)
+            if applied > 0:
+                now = time.perf_counter()
+                if not samples:
+                    samples.append((now - max(p.batch_seconds for p in progress), 0))
+                samples.append((now, applied))
+            if applied >= n:
                 return samples
             time.sleep(0.05)
         applied = samples[-1][1] if samples else 0
@@ -430,19 +441,28 @@ class Bench:
             )
 
 
-def consumed_by(worker: str) -> int:
-    """Events a worker process consumed (every outcome), from its /metrics; 0 until it
-    serves them (it consumes while it starts, so it is polled from its first moment)."""
+@dataclass(frozen=True)
+class Progress:
+    events: int = 0  # consumed, every outcome but "duplicate" (redelivered after a rebalance)
+    batch_seconds: float = 0.0  # time spent applying batches
+
+
+def progress_of(worker: str) -> Progress:
+    """What a worker process has done, from its /metrics; nothing until it serves them (it
+    consumes while it starts, so it is polled from its first moment)."""
     try:
         response = httpx.get(f"{worker}/metrics", timeout=5)
         response.raise_for_status()
     except httpx.HTTPError:
-        return 0
-    total = 0.0
+        return Progress()
+    events = seconds = 0.0
     for family in text_string_to_metric_families(response.text):
-        if family.name == "siteview_events":
-            total += sum(s.value for s in family.samples if s.name == "siteview_events_total")
-    return int(total)
+        for sample in family.samples:
+            if sample.name == "siteview_events_total":
+                events += 0 if sample.labels.get("outcome") == "duplicate" else sample.value
+            elif sample.name == "siteview_batch_seconds_sum":
+                seconds += sample.value
+    return Progress(int(events), seconds)
 
 
 def percentile(values: list[float], q: float) -> float:
