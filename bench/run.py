@@ -188,11 +188,20 @@ class Bench:
                 "msg/s",
                 fetched["messages"] / fetched["seconds"],
             )
+        users_db = MongoClient(back.mongo)[system.databases["users"]]["users"]
+        stored = str(users_db.count_documents({}))
         for _ in range(self.args.repeats):
             scratch = f"users_ceiling_{uuid.uuid4().hex[:6]}"
             upserts = python_program(
                 self.cpus,
-                ["bench/ceilings/mongo_upserts.py", back.mongo, scratch, str(events), "500"],
+                [
+                    "bench/ceilings/mongo_upserts.py",
+                    back.mongo,
+                    scratch,
+                    str(events),
+                    "500",
+                    stored,
+                ],
             )
             self.results.add(
                 "ceiling4",
@@ -202,7 +211,6 @@ class Bench:
             )
             MongoClient(back.mongo).drop_database(scratch)
 
-        users_db = MongoClient(back.mongo)[system.databases["users"]]["users"]
         for workers in (1, 2):
             if workers == 2:
                 more = [f"user_{uuid.uuid4().hex[:20]}" for _ in range(n)]
