@@ -451,7 +451,10 @@ class Bench:
 
 @dataclass(frozen=True)
 class Progress:
-    events: int = 0  # consumed, every outcome but "duplicate" (redelivered after a rebalance)
+    # Events applied: each of the phase's events (a new user) is applied once whoever
+    # consumes it; one consumed again after a rebalance counts as "duplicate" (its ledger
+    # entry is there) or "stale" (the other worker's write of it came first), not here.
+    events: int = 0
     batch_seconds: float = 0.0  # time spent applying batches
 
 
@@ -467,7 +470,7 @@ def progress_of(worker: str) -> Progress:
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name == "siteview_events_total":
-                events += 0 if sample.labels.get("outcome") == "duplicate" else sample.value
+                events += sample.value if sample.labels.get("outcome") == "applied" else 0
             elif sample.name == "siteview_batch_seconds_sum":
                 seconds += sample.value
     return Progress(int(events), seconds)
