@@ -302,3 +302,32 @@ def test_without_a_policy_or_for_a_stateful_process_an_exit_is_reported_not_rest
             assert supervisor.tend() == lost  # still reported, still not restarted
         finally:
             supervisor.close()
+
+
+def test_what_a_stopped_process_printed_last_is_there_when_stop_returns() -> None:
+    # Its last line reaches the pipe after its exit (written by a child that outlives it by
+    # half a second, as buffered output still in the pipe would be read after the exit):
+    # `stop` returns once the output has ended, not merely the process.
+    late = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "time.sleep(0.5); print('stopped cleanly', flush=True)"
+    )
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "def bye(*_):\n"
+        f"    subprocess.Popen([sys.executable, '-c', {late!r}])\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(0.1)\n"
+    )
+    spec = ProcessSpec.program("chatty", (sys.executable, "-c", code), free_port())
+    supervisor = Supervisor(base_env(), echo=False)
+    try:
+        proc = supervisor.start(spec)
+        eventually(lambda: "up" in proc.lines, timeout=30)
+        supervisor.stop("chatty", timeout=30)
+        assert proc.popen.returncode == 0
+        assert proc.lines == ["up", "stopped cleanly"]
+    finally:
+        supervisor.close()

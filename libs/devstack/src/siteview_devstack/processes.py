@@ -142,6 +142,8 @@ class RunningProcess:
     restart_at: float | None = None
     #: Restarted, and not yet seen ready again.
     returning: bool = False
+    #: The thread copying its output into `lines`; it ends at the output's end.
+    pump: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -249,7 +251,8 @@ class Supervisor:
         return proc
 
     def _pump_output(self, proc: RunningProcess) -> None:
-        threading.Thread(target=self._pump, args=(proc, proc.popen.stdout), daemon=True).start()
+        proc.pump = threading.Thread(target=self._pump, args=(proc, proc.popen.stdout), daemon=True)
+        proc.pump.start()
 
     def _pump(self, proc: RunningProcess, stream: IO[bytes] | None) -> None:
         assert stream is not None
@@ -319,6 +322,9 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             _signal_group(proc.popen, signal.SIGKILL)
             proc.popen.wait()
+        # What it printed last (its shutdown lines) is in `lines` once `stop` returns.
+        if proc.pump is not None:
+            proc.pump.join(timeout=5)
 
     def stop_all(self) -> None:
         """Stop every process, the last started first."""
