@@ -469,8 +469,8 @@ def progress_of(worker: str) -> Progress:
     events = seconds = 0.0
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if sample.name == "siteview_events_total":
-                events += sample.value if sample.labels.get("outcome") == "applied" else 0
+            if sample.name == "siteview_events_total" and sample.labels["outcome"] == "applied":
+                events += sample.value
             elif sample.name == "siteview_batch_seconds_sum":
                 seconds += sample.value
     return Progress(int(events), seconds)

@@ -313,18 +313,20 @@ class Supervisor:
         return lost
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM (SIGKILL after `timeout` s); once it returns, `lines` holds all the process
+        printed, its shutdown lines included."""
         proc = self.running.pop(name, None)
-        if proc is None or proc.popen.poll() is not None:
+        if proc is None:
             return
-        _signal_group(proc.popen, signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc.popen, signal.SIGKILL)
-            proc.popen.wait()
-        # What it printed last (its shutdown lines) is in `lines` once `stop` returns.
+        if proc.popen.poll() is None:
+            _signal_group(proc.popen, signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.popen, signal.SIGKILL)
+                proc.popen.wait()
         if proc.pump is not None:
-            proc.pump.join(timeout=5)
+            proc.pump.join(timeout=5)  # the output ends when the last holder of the pipe exits
 
     def stop_all(self) -> None:
         """Stop every process, the last started first."""
